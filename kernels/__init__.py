@@ -1,0 +1,1 @@
+"""Selective-scan kernels shared by every ssmgen model (reference, PyTorch and Triton backends)."""

@@ -1,0 +1,1 @@
+"""Diffusers pipelines for the ssmgen models, one file per model family."""

@@ -1,0 +1,1 @@
+"""Training through accelerate: one loop shared by every model."""

@@ -1,0 +1,384 @@
+"""The training loop every ssmgen model shares, in one function: :func:`train`.
+
+It reads top to bottom: accelerator and seeds, data, objective and model, optimizer and schedule, EMA, resume,
+trackers, then the steps (micro-batches with gradient accumulation, clipping, optimizer, schedule, EMA), with
+logging, checkpoints, sample grids and pipeline exports at their intervals, and a summary at the end.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from accelerate.utils import ProjectConfiguration, set_seed
+from diffusers import DiffusionPipeline
+from diffusers.optimization import get_scheduler
+from tqdm.auto import tqdm
+
+from ssmgen.data.images import random_flip
+
+from .checkpointing import load_training_state, resolve_resume, save_checkpoint, write_folder_atomically
+from .config import TrainConfig, save_config, to_dict
+from .data import DataInfo, DataPosition, ShardedEpochBatches, build_dataset, make_dataloader
+from .ema import EMA
+from .objectives import Objective, build_objective
+from .registry import ModelFamily, build_model, predict, validate_config
+from .trackers import METRICS_FILE, Trackers, image_grid
+
+PIPELINE_DIR = "pipeline"
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss or the gradient norm stopped being finite; the run stops before the optimizer step."""
+
+
+@dataclass
+class TrainResult:
+    output_dir: Path
+    steps: int
+    seconds: float
+    final_loss: float | None
+    checkpoint: Path | None
+    pipeline: Path | None
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train ``config.model`` on ``config.data``; return where the checkpoint and the pipeline were written."""
+    family = validate_config(config)
+    output_dir = Path(config.output_dir)
+    resume_from = resolve_resume(config.resume, output_dir)
+
+    # 1. Accelerator, output folder and seeds (process i uses seed + i; the data order uses seed everywhere).
+    accelerator = Accelerator(
+        cpu=multi_process_without_gpu(),
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_steps=config.optim.gradient_accumulation_steps,
+        project_config=ProjectConfiguration(project_dir=str(output_dir)),
+        dynamo_backend="inductor" if config.model.compile else "no",
+        step_scheduler_with_optimizer=False,
+    )
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, output_dir / "train_config.yaml")
+    set_seed(config.seed, device_specific=True)
+
+    # 2. Data, objective, model.
+    dataset, data_info = build_dataset(config.data)
+    objective = build_objective(config.objective)
+    model = build_model(family, config, data_info, objective)
+    if config.model.gradient_checkpointing:
+        if not model._supports_gradient_checkpointing:
+            raise ValueError(f"model.gradient_checkpointing: {type(model).__name__} does not support it")
+        model.enable_gradient_checkpointing()
+    model.train()
+    num_parameters = sum(p.numel() for p in model.parameters())
+
+    # 3. Optimizer and learning-rate schedule (stepped once per optimizer step, saved in training_state.json).
+    optimizer = torch.optim.AdamW(
+        model.parameters(),
+        lr=config.optim.lr,
+        betas=config.optim.betas,
+        weight_decay=config.optim.weight_decay,
+        eps=config.optim.eps,
+    )
+    lr_scheduler = get_scheduler(
+        config.optim.lr_schedule,
+        optimizer,
+        num_warmup_steps=config.optim.warmup_steps,
+        num_training_steps=config.max_steps,
+    )
+    model, optimizer = accelerator.prepare(model, optimizer)
+    ema = EMA(model.parameters(), config.ema)
+
+    # 4. Resume: weights, optimizer, RNG states (accelerate), EMA, step, data position, LR schedule.
+    step, position = 0, DataPosition()
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        ema.load(resume_from)
+        state = load_training_state(resume_from)
+        step, position = state["step"], DataPosition(**state["data_position"])
+        lr_scheduler.load_state_dict(state["lr_scheduler"])
+    batches = ShardedEpochBatches(
+        len(dataset),
+        config.data.batch_size,
+        accelerator.num_processes,
+        accelerator.process_index,
+        config.seed,
+        position,
+    )
+    loader = iter(
+        make_dataloader(dataset, batches, config.data.num_workers, accelerator.device.type == "cuda")
+    )
+
+    # 5. Trackers and progress bar.
+    run_name = config.logging.run_name or output_dir.name
+    trackers = Trackers(
+        config.logging.trackers,
+        output_dir,
+        config.logging.project,
+        run_name,
+        to_dict(config),
+        accelerator.is_main_process,
+    )
+    global_batch = (
+        config.data.batch_size * accelerator.num_processes * config.optim.gradient_accumulation_steps
+    )
+    accelerator.print(
+        f"ssmgen.train: {family.name} ({num_parameters / 1e6:.2f}M parameters) on {config.data.dataset} "
+        f"({len(dataset)} examples {tuple(data_info.sample_shape)}), objective {objective.name}, "
+        f"{accelerator.num_processes} process(es) [{accelerator.distributed_type.value}], global batch {global_batch}, "
+        + (f"resuming from {resume_from} at step {step}" if resume_from else "starting at step 0")
+    )
+    trackers_used = trackers.describe()
+    progress_bar = tqdm(
+        total=config.max_steps,
+        initial=step,
+        disable=not accelerator.is_main_process,
+        desc="train",
+        unit="step",
+    )
+
+    # 6. The steps.
+    start_time, start_step = time.perf_counter(), step
+    window = LossWindow(start_step)
+    final_checkpoint, final_pipeline = resume_from, None
+    try:
+        while step < config.max_steps:
+            step_losses, step_metrics = [], {}
+            for _ in range(config.optim.gradient_accumulation_steps):
+                batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in next(loader).items()}
+                position.advance(batches.batches_per_epoch)
+                sample = random_flip(batch["sample"]) if config.data.random_flip else batch["sample"]
+                if family.conditioning == "class" and not family.drops_conditions_itself:
+                    batch["class_labels"] = drop_labels(
+                        batch["class_labels"], config.model.cond_dropout_prob, data_info
+                    )
+                with accelerator.accumulate(model):
+                    loss, metrics = objective.loss(lambda x, t: predict(model, family, x, t, batch), sample)
+                    global_loss = accelerator.reduce(loss.detach().float(), reduction="mean")
+                    if not torch.isfinite(global_loss):
+                        raise NonFiniteLossError(
+                            f"the loss is {global_loss.item()} at step {step + 1}; stopping"
+                        )
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        grad_norm = accelerator.clip_grad_norm_(
+                            model.parameters(), config.optim.max_grad_norm or math.inf
+                        )
+                        if not torch.isfinite(grad_norm) and config.mixed_precision != "fp16":
+                            raise NonFiniteLossError(
+                                f"the gradient norm is {grad_norm.item()} at step {step + 1}; stopping"
+                            )
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                step_losses.append(global_loss.item())
+                for key, value in metrics.items():
+                    step_metrics.setdefault(key, []).append(
+                        accelerator.reduce(value.float(), reduction="mean").item()
+                    )
+            if not accelerator.optimizer_step_was_skipped:
+                lr_scheduler.step()
+            ema.step(model.parameters())
+            step += 1
+            progress_bar.update(1)
+            window.add(
+                sum(step_losses) / len(step_losses), {k: sum(v) / len(v) for k, v in step_metrics.items()}
+            )
+
+            if step % config.logging.every_steps == 0 or step == config.max_steps:
+                logs = window.flush() | {
+                    "lr": lr_scheduler.get_last_lr()[0],
+                    "grad_norm": float(grad_norm),
+                    "ema_decay": ema.cur_decay_value or 0.0,
+                    "epoch": position.epoch + position.batch / batches.batches_per_epoch,
+                    "steps_per_second": window.steps_per_second(step),
+                }
+                logs["samples_per_second"] = logs["steps_per_second"] * global_batch
+                trackers.log(logs, step)
+                progress_bar.set_postfix(loss=f"{logs['loss']:.4f}", lr=f"{logs['lr']:.2e}")
+            is_last = step == config.max_steps
+            if is_last or every(step, config.checkpoint.every_steps):
+                training_state = {
+                    "step": step,
+                    "data_position": {"epoch": position.epoch, "batch": position.batch},
+                    "lr_scheduler": lr_scheduler.state_dict(),
+                }
+                final_checkpoint = save_checkpoint(
+                    accelerator, output_dir, step, training_state, ema.save, config.checkpoint.total_limit
+                )
+            wants_samples = every(step, config.logging.sample_every_steps) or (
+                is_last and config.logging.sample_every_steps > 0
+            )
+            wants_export = is_last or every(step, config.checkpoint.export_every_steps)
+            if wants_samples or wants_export:
+                pipeline = ema_pipeline(accelerator, model, ema, family, objective, data_info)
+                if pipeline is not None and wants_samples:
+                    trackers.log_image(
+                        "samples", sample_grid(pipeline, family, data_info, config, accelerator), step
+                    )
+                if pipeline is not None and wants_export:
+                    folder = output_dir / (PIPELINE_DIR if is_last else f"{PIPELINE_DIR}-{step}")
+                    final_pipeline = write_folder_atomically(
+                        folder, lambda tmp, p=pipeline: save_pipeline(p, config, tmp)
+                    )
+                accelerator.wait_for_everyone()
+    finally:
+        progress_bar.close()
+        trackers.finish()
+
+    # 7. Summary.
+    seconds = time.perf_counter() - start_time
+    result = TrainResult(output_dir, step, seconds, window.last_loss, final_checkpoint, final_pipeline)
+    if accelerator.is_main_process:
+        print(summary(result, step - start_step, global_batch, trackers_used))
+    accelerator.end_training()
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def multi_process_without_gpu() -> bool:
+    """A multi-process launch (``accelerate launch --multi_gpu``, torchrun) on a machine without accelerators.
+
+    accelerate then starts N unconnected single-process runs unless ``cpu=True``, which makes it use gloo
+    (``MULTI_CPU``) so that the processes form one DDP group.
+    """
+    has_accelerator = (
+        torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    )
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator
+
+
+def every(step: int, interval: int) -> bool:
+    return interval > 0 and step % interval == 0
+
+
+def drop_labels(labels: torch.Tensor, probability: float, data_info: DataInfo) -> torch.Tensor:
+    """Replace each label by the null class ``num_classes`` with ``probability`` (classifier-free guidance)."""
+    if probability == 0.0:
+        return labels
+    drop = torch.rand(labels.shape[0], device=labels.device) < probability
+    return torch.where(drop, torch.full_like(labels, data_info.num_classes), labels)
+
+
+class LossWindow:
+    """Averages of the loss and objective metrics over the steps since the last log."""
+
+    def __init__(self, start_step: int):
+        self.losses: list[float] = []
+        self.metrics: dict[str, list[float]] = {}
+        self.last_loss: float | None = None
+        self.last_time, self.last_step = time.perf_counter(), start_step
+
+    def add(self, loss: float, metrics: dict[str, float]) -> None:
+        self.losses.append(loss)
+        self.last_loss = loss
+        for key, value in metrics.items():
+            self.metrics.setdefault(key, []).append(value)
+
+    def flush(self) -> dict[str, float]:
+        logs = {"loss": sum(self.losses) / len(self.losses)}
+        logs |= {key: sum(values) / len(values) for key, values in self.metrics.items()}
+        self.losses, self.metrics = [], {}
+        return logs
+
+    def steps_per_second(self, step: int) -> float:
+        now = time.perf_counter()
+        rate = (step - self.last_step) / max(now - self.last_time, 1e-9)
+        self.last_time, self.last_step = now, step
+        return rate
+
+
+def ema_pipeline(
+    accelerator: Accelerator,
+    model: torch.nn.Module,
+    ema: EMA,
+    family: ModelFamily,
+    objective: Objective,
+    data_info: DataInfo,
+) -> DiffusionPipeline | None:
+    """The family's pipeline around a fresh copy of the model holding the EMA weights.
+
+    Every process must call this (under FSDP/DeepSpeed gathering the full weights is collective); the pipeline
+    is returned on the main process, ``None`` elsewhere.
+    """
+    ema.store(model.parameters())
+    ema.copy_to(model.parameters())
+    state_dict = accelerator.get_state_dict(model)
+    ema.restore(model.parameters())
+    if not accelerator.is_main_process:
+        return None
+    trained = accelerator.unwrap_model(model, keep_torch_compile=False)
+    exported = type(trained).from_config(trained.config)
+    # A compiled model's state dict names its weights "_orig_mod.<name>".
+    exported.load_state_dict({key.removeprefix("_orig_mod."): value for key, value in state_dict.items()})
+    exported.eval()
+    pipeline = family.export_pipeline(exported, objective, data_info)
+    pipeline.set_progress_bar_config(disable=True)
+    return pipeline
+
+
+def sample_grid(
+    pipeline: DiffusionPipeline,
+    family: ModelFamily,
+    data_info: DataInfo,
+    config: TrainConfig,
+    accelerator: Accelerator,
+) -> np.ndarray:
+    """A (H, W, C) grid in [0, 1] of ``logging.num_samples`` images from the pipeline, with a fixed seed."""
+    pipeline.to(accelerator.device)
+    generator = torch.Generator(device=accelerator.device).manual_seed(config.seed)
+    n, steps = config.logging.num_samples, config.logging.sample_inference_steps
+    if family.conditioning == "class":
+        labels = [i % data_info.num_classes for i in range(n)]
+        images = pipeline(
+            class_labels=labels,
+            num_inference_steps=steps,
+            guidance_scale=config.logging.sample_guidance_scale,
+            generator=generator,
+            output_type="np",
+        ).images
+    else:
+        images = pipeline(
+            batch_size=n, num_inference_steps=steps, generator=generator, output_type="np"
+        ).images
+    pipeline.to("cpu")
+    return image_grid(images)
+
+
+def save_pipeline(pipeline: DiffusionPipeline, config: TrainConfig, folder: Path) -> None:
+    """``save_pretrained`` (safetensors) plus the training config for provenance."""
+    pipeline.save_pretrained(folder, safe_serialization=True)
+    save_config(config, folder / "train_config.yaml")
+
+
+def summary(result: TrainResult, steps_run: int, global_batch: int, trackers: str) -> str:
+    rate = steps_run / max(result.seconds, 1e-9)
+    lines = [
+        f"ssmgen.train: done, {result.steps} steps ({steps_run} in this run) in {format_seconds(result.seconds)} "
+        f"({rate:.2f} steps/s, {rate * global_batch:.1f} samples/s)",
+        f"  final loss  {result.final_loss:.5f}"
+        if result.final_loss is not None
+        else "  final loss  (no step run)",
+        f"  checkpoint  {result.checkpoint}",
+        f"  pipeline    {result.pipeline}  (DiffusionPipeline.from_pretrained)",
+        f"  trackers    {trackers}; metrics in {result.output_dir / METRICS_FILE}"
+        if "jsonl" in trackers
+        else f"  trackers    {trackers}",
+    ]
+    return "\n".join(lines)
+
+
+def format_seconds(seconds: float) -> str:
+    minutes, seconds = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m{seconds:02d}s" if hours else f"{minutes}m{seconds:02d}s"

@@ -1,0 +1,291 @@
+"""Model families the training loop knows: how to build, call and export each one.
+
+Adding a model to ``ssmgen.train`` is one :func:`register_family` call. A family says
+
+* ``build(preset, kwargs)``: the model from a preset name (or ``None``) and constructor arguments;
+* ``preset_names()``: the presets ``model.preset`` may name;
+* ``data_kwargs(data_info, objective)``: constructor arguments the data and objective imply (channels, size,
+  classes, learned-sigma outputs); a config that sets one of them differently is rejected;
+* ``objectives`` and ``data_kinds`` it supports, and its ``conditioning`` (``none`` or ``class``);
+* ``export_pipeline(model, objective, data_info)``: a ``DiffusionPipeline`` around the trained (EMA) model that
+  ``save_pretrained`` writes and ``DiffusionPipeline.from_pretrained`` loads;
+* ``drops_conditions_itself``: the model's label embedder does classifier-free-guidance dropout in ``train()``
+  (given ``cond_dropout_prob`` through ``data_kwargs``); otherwise the loop replaces labels by the null class
+  id ``num_classes``.
+
+The loop calls every model as ``model(sample, timestep, class_labels=..., return_dict=False)[0]`` (the
+``DiTTransformer2DModel`` convention the ssmgen models follow), without ``class_labels`` for unconditional
+families.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from diffusers import DDPMPipeline, DiffusionPipeline, DiTTransformer2DModel, ModelMixin, UNet2DModel
+from diffusers.models.embeddings import LabelEmbedding
+
+from .config import TrainConfig
+from .data import DataInfo, check_data_config
+from .objectives import OBJECTIVES, Objective
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """Everything the loop needs to know about one kind of model (see the module docstring)."""
+
+    name: str
+    model_cls: type[ModelMixin]
+    build: Callable[[str | None, dict[str, Any]], ModelMixin]
+    preset_names: Callable[[], Sequence[str]]
+    data_kwargs: Callable[[DataInfo, Objective, float], dict[str, Any]]
+    """``(data_info, objective, cond_dropout_prob) -> constructor arguments``."""
+    objectives: tuple[str, ...]
+    data_kinds: tuple[str, ...]
+    conditioning: Literal["none", "class"]
+    export_pipeline: Callable[[ModelMixin, Objective, DataInfo], DiffusionPipeline]
+    drops_conditions_itself: bool = False
+
+
+FAMILIES: dict[str, ModelFamily] = {}
+
+
+def register_family(family: ModelFamily) -> ModelFamily:
+    """Make ``family`` available as ``model.family: <name>``."""
+    FAMILIES[family.name] = family
+    return family
+
+
+def get_family(name: str) -> ModelFamily:
+    if name not in FAMILIES:
+        raise ValueError(
+            f"model.family: unknown model family {name!r}; allowed: {', '.join(sorted(FAMILIES))}"
+        )
+    return FAMILIES[name]
+
+
+def table_builder(
+    model_cls: type[ModelMixin], presets: dict[str, dict[str, Any]]
+) -> Callable[..., ModelMixin]:
+    """``build`` for a model without ``from_preset``: preset arguments from ``presets``, then ``kwargs``."""
+
+    def build(preset: str | None, kwargs: dict[str, Any]) -> ModelMixin:
+        return model_cls(**{**(presets[preset] if preset else {}), **kwargs})
+
+    return build
+
+
+def from_preset_builder(model_cls: Any) -> Callable[..., ModelMixin]:
+    """``build`` for an ssmgen model: ``model_cls.from_preset(preset, **kwargs)`` or ``model_cls(**kwargs)``."""
+
+    def build(preset: str | None, kwargs: dict[str, Any]) -> ModelMixin:
+        return model_cls.from_preset(preset, **kwargs) if preset else model_cls(**kwargs)
+
+    return build
+
+
+# --------------------------------------------------------------------------------------------------
+# Checks and construction shared by every family
+# --------------------------------------------------------------------------------------------------
+
+
+def validate_config(config: TrainConfig) -> ModelFamily:
+    """Every check that needs no data or weights, so a bad config fails before anything is built."""
+    family = get_family(config.model.family)
+    presets = list(family.preset_names())
+    if config.model.preset is not None and config.model.preset not in presets:
+        raise ValueError(
+            f"model.preset: unknown preset {config.model.preset!r} for model.family {family.name!r}; "
+            f"allowed: {', '.join(presets) or '(none)'}"
+        )
+    allowed_kwargs = constructor_arguments(family.model_cls)
+    for key in config.model.kwargs:
+        if key not in allowed_kwargs:
+            raise ValueError(
+                f"model.kwargs.{key}: {family.model_cls.__name__} has no argument {key!r}; "
+                f"allowed: {', '.join(allowed_kwargs)}"
+            )
+    if config.objective.name not in OBJECTIVES:
+        raise ValueError(
+            f"objective.name: unknown objective {config.objective.name!r}; allowed: {', '.join(OBJECTIVES)}"
+        )
+    if config.objective.name not in family.objectives:
+        raise ValueError(
+            f"objective.name: {config.objective.name!r} is not supported by model.family {family.name!r}; "
+            f"allowed: {', '.join(family.objectives)}"
+        )
+    spec = check_data_config(config.data)
+    if spec.kind not in family.data_kinds:
+        raise ValueError(
+            f"data.dataset: {config.data.dataset!r} holds {spec.kind} data, which model.family {family.name!r} "
+            f"cannot train on; it takes: {', '.join(family.data_kinds)}"
+        )
+    check_numbers(config)
+    return family
+
+
+def check_numbers(config: TrainConfig) -> None:
+    """Ranges of the numeric settings (types were checked when the config was read)."""
+    positive = {
+        "max_steps": config.max_steps,
+        "optim.lr": config.optim.lr,
+        "optim.gradient_accumulation_steps": config.optim.gradient_accumulation_steps,
+        "objective.num_train_timesteps": config.objective.num_train_timesteps,
+        "logging.every_steps": config.logging.every_steps,
+        "logging.num_samples": config.logging.num_samples,
+        "logging.sample_inference_steps": config.logging.sample_inference_steps,
+    }
+    non_negative = {
+        "optim.weight_decay": config.optim.weight_decay,
+        "optim.warmup_steps": config.optim.warmup_steps,
+        "checkpoint.every_steps": config.checkpoint.every_steps,
+        "checkpoint.export_every_steps": config.checkpoint.export_every_steps,
+        "logging.sample_every_steps": config.logging.sample_every_steps,
+        "objective.vlb_weight": config.objective.vlb_weight,
+    }
+    for key, value in positive.items():
+        if value <= 0:
+            raise ValueError(f"{key} must be > 0, got {value}")
+    for key, value in non_negative.items():
+        if value < 0:
+            raise ValueError(f"{key} must be >= 0, got {value}")
+    if config.optim.max_grad_norm is not None and config.optim.max_grad_norm <= 0:
+        raise ValueError(f"optim.max_grad_norm must be > 0 or null, got {config.optim.max_grad_norm}")
+    if config.checkpoint.total_limit is not None and config.checkpoint.total_limit < 1:
+        raise ValueError(f"checkpoint.total_limit must be >= 1 or null, got {config.checkpoint.total_limit}")
+    if not 0.0 <= config.model.cond_dropout_prob < 1.0:
+        raise ValueError(f"model.cond_dropout_prob must be in [0, 1), got {config.model.cond_dropout_prob}")
+    if not 0.0 <= config.ema.decay < 1.0:
+        raise ValueError(f"ema.decay must be in [0, 1), got {config.ema.decay}")
+
+
+def constructor_arguments(model_cls: type) -> list[str]:
+    """Names ``model_cls.__init__`` accepts (what ``model.kwargs`` may set)."""
+    parameters = inspect.signature(model_cls.__init__).parameters
+    return [name for name, p in parameters.items() if name != "self" and p.kind is not p.VAR_KEYWORD]
+
+
+def build_model(
+    family: ModelFamily, config: TrainConfig, data_info: DataInfo, objective: Objective
+) -> ModelMixin:
+    """The family's model sized for the data; ``model.kwargs`` may not contradict what the data implies."""
+    if family.conditioning == "class" and data_info.num_classes is None:
+        raise ValueError(
+            f"model.family {family.name!r} is class-conditional but data.dataset {config.data.dataset!r} has no "
+            "class labels (put the images in one subfolder per class)"
+        )
+    implied = family.data_kwargs(data_info, objective, config.model.cond_dropout_prob)
+    for key, value in config.model.kwargs.items():
+        if key in implied and implied[key] != value:
+            raise ValueError(
+                f"model.kwargs.{key}={value!r} contradicts the data/objective, which need {key}={implied[key]!r}; "
+                "remove it from model.kwargs"
+            )
+    return family.build(config.model.preset, {**config.model.kwargs, **implied})
+
+
+def predict(
+    model: torch.nn.Module, family: ModelFamily, sample: torch.Tensor, timesteps: torch.Tensor, batch: dict
+):
+    """Model output for ``sample`` at ``timesteps`` with the batch's conditions (the shared call convention)."""
+    if family.conditioning == "class":
+        return model(sample, timesteps, class_labels=batch["class_labels"], return_dict=False)[0]
+    return model(sample, timesteps, return_dict=False)[0]
+
+
+# --------------------------------------------------------------------------------------------------
+# Baselines: diffusers' UNet2DModel (DDPM) and DiTTransformer2DModel (DiT)
+# --------------------------------------------------------------------------------------------------
+
+UNET2D_PRESETS: dict[str, dict[str, Any]] = {
+    # Smallest useful U-Net: two resolutions, attention at the lower one. For tests and the digits demo.
+    "tiny": {
+        "block_out_channels": (32, 64),
+        "layers_per_block": 1,
+        "down_block_types": ("DownBlock2D", "AttnDownBlock2D"),
+        "up_block_types": ("AttnUpBlock2D", "UpBlock2D"),
+        "norm_num_groups": 8,
+        "attention_head_dim": 16,
+    },
+    # DDPM's CIFAR-10 network (Ho et al. 2020, 35.7M parameters): channel multipliers (1, 2, 2, 2), two residual
+    # blocks per resolution, single-head self-attention at 16x16, dropout 0.1.
+    "ddpm-cifar10": {
+        "block_out_channels": (128, 256, 256, 256),
+        "layers_per_block": 2,
+        "down_block_types": ("DownBlock2D", "AttnDownBlock2D", "DownBlock2D", "DownBlock2D"),
+        "up_block_types": ("UpBlock2D", "UpBlock2D", "AttnUpBlock2D", "UpBlock2D"),
+        "attention_head_dim": None,
+        "dropout": 0.1,
+    },
+}
+
+
+def unet2d_data_kwargs(data: DataInfo, objective: Objective, cond_dropout_prob: float) -> dict[str, Any]:
+    channels = data.channels
+    return {
+        "sample_size": data.sample_size,
+        "in_channels": channels,
+        "out_channels": objective.output_channels(channels),
+    }
+
+
+def export_ddpm_pipeline(model: ModelMixin, objective: Objective, data: DataInfo) -> DiffusionPipeline:
+    """diffusers' ``DDPMPipeline``; pixel data is in [-1, 1], so the scheduler clips its x0 predictions."""
+    return DDPMPipeline(unet=model, scheduler=objective.make_scheduler(clip_sample=True))
+
+
+register_family(
+    ModelFamily(
+        name="unet2d",
+        model_cls=UNet2DModel,
+        build=table_builder(UNet2DModel, UNET2D_PRESETS),
+        preset_names=lambda: list(UNET2D_PRESETS),
+        data_kwargs=unet2d_data_kwargs,
+        objectives=("eps", "eps_vlb"),
+        data_kinds=("image",),
+        conditioning="none",
+        export_pipeline=export_ddpm_pipeline,
+    )
+)
+
+# DiT sizes from Peebles & Xie 2023, Table 1 (hidden = heads x head_dim), with patch sizes 2, 4 and 8.
+DIT_SIZES = {"S": (12, 6, 64), "B": (12, 12, 64), "L": (24, 16, 64), "XL": (28, 16, 72)}
+DIT_PRESETS: dict[str, dict[str, Any]] = {
+    f"DiT-{size}/{patch}": {
+        "num_layers": depth,
+        "num_attention_heads": heads,
+        "attention_head_dim": head_dim,
+        "patch_size": patch,
+    }
+    for size, (depth, heads, head_dim) in DIT_SIZES.items()
+    for patch in (2, 4, 8)
+}
+DIT_PRESETS["tiny"] = {"num_layers": 2, "num_attention_heads": 2, "attention_head_dim": 16, "patch_size": 2}
+
+
+def dit_data_kwargs(data: DataInfo, objective: Objective, cond_dropout_prob: float) -> dict[str, Any]:
+    return {
+        "sample_size": data.sample_size,
+        "in_channels": data.channels,
+        "out_channels": objective.output_channels(data.channels),
+        "num_embeds_ada_norm": data.num_classes,
+    }
+
+
+def build_dit(preset: str | None, kwargs: dict[str, Any]) -> DiTTransformer2DModel:
+    """diffusers' DiT with its label dropout switched off: the loop drops labels instead.
+
+    diffusers' DiT gives every block its own label embedder, each dropping labels independently in ``train()``
+    with a fixed probability of 0.1; the original DiT drops a label once for the whole network. Setting the
+    embedders' probability to 0 (their null-class row, index ``num_classes``, stays) and letting the loop drop
+    labels restores DiT's behaviour and makes ``model.cond_dropout_prob`` work.
+    """
+    model = table_builder(DiTTransformer2DModel, DIT_PRESETS)(preset, kwargs)
+    for module in model.modules():
+        if isinstance(module, LabelEmbedding):
+            module.dropout_prob = 0.0
+    return model

@@ -82,37 +82,36 @@ def _check_levels(levels: int) -> None:
 
 
 def _dwt_level(x: torch.Tensor, analysis: torch.Tensor) -> torch.Tensor:
-    """One level: (B, C, H, W) -> (B, 4C, H/2, W/2), band-major."""
+    """One level: (B, C, H, W) -> (B, 4C, H/2, W/2), band-major.
+
+    A depthwise convolution, written as a one-input-channel convolution over B * C single-channel maps.
+    """
     batch, channels, height, width = x.shape
     filter_len = analysis.shape[-1]
+    x = x.reshape(batch * channels, 1, height, width)
     if filter_len > 2:  # periodic extension by filter_len / 2 - 1 on each side (none for Haar)
         x = x.index_select(2, _periodic_index(height, filter_len, x.device))
         x = x.index_select(3, _periodic_index(width, filter_len, x.device))
-    out = F.conv2d(x, analysis.repeat(channels, 1, 1, 1), stride=2, groups=channels)  # channel-major
-    return (
-        out.view(batch, channels, 4, height // 2, width // 2)
-        .transpose(1, 2)
-        .reshape(batch, 4 * channels, *out.shape[-2:])
-    )
+    bands = F.conv2d(x, analysis, stride=2)  # (B * C, 4, H/2, W/2)
+    bands = bands.view(batch, channels, 4, height // 2, width // 2).transpose(1, 2)
+    return bands.reshape(batch, 4 * channels, height // 2, width // 2)
 
 
 def _idwt_level(coeffs: torch.Tensor, synthesis: torch.Tensor) -> torch.Tensor:
-    """Inverse of :func:`_dwt_level`: (B, 4C, h, w) -> (B, C, 2h, 2w)."""
+    """Inverse of :func:`_dwt_level`: (B, 4C, h, w) -> (B, C, 2h, 2w), a depthwise transposed convolution."""
     batch, channels4, low_h, low_w = coeffs.shape
     channels, filter_len = channels4 // 4, synthesis.shape[-1]
-    grouped = (
-        coeffs.view(batch, 4, channels, low_h, low_w).transpose(1, 2).reshape(batch, channels4, low_h, low_w)
-    )
-    x = F.conv_transpose2d(grouped, synthesis.repeat(channels, 1, 1, 1), stride=2, groups=channels)
+    bands = coeffs.view(batch, 4, channels, low_h, low_w).transpose(1, 2).reshape(-1, 4, low_h, low_w)
+    x = F.conv_transpose2d(bands, synthesis, stride=2)  # (B * C, 1, 2h + L - 2, 2w + L - 2)
+    height, width = 2 * low_h, 2 * low_w
     if filter_len > 2:  # fold the periodic overhang back onto the axis
-        height, width = 2 * low_h, 2 * low_w
-        x = x.new_zeros(batch, channels, height, x.shape[3]).index_add(
+        x = x.new_zeros(x.shape[0], 1, height, x.shape[3]).index_add(
             2, _periodic_index(height, filter_len, x.device), x
         )
-        x = x.new_zeros(batch, channels, height, width).index_add(
+        x = x.new_zeros(x.shape[0], 1, height, width).index_add(
             3, _periodic_index(width, filter_len, x.device), x
         )
-    return x
+    return x.view(batch, channels, height, width)
 
 
 def dwt2d(x: torch.Tensor, wavelet: str = "haar", levels: int = 1) -> torch.Tensor:

@@ -64,6 +64,7 @@ class FlowMatchingScheduler(SchedulerMixin, ConfigMixin):
         self.num_inference_steps: int | None = None
         self.time_grid: list[float] | None = None
         self.timesteps: torch.Tensor | None = None
+        self._evaluation_times: list[float] = []
         self._step_index = 0
         self._heun_start: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -145,6 +146,7 @@ class FlowMatchingScheduler(SchedulerMixin, ConfigMixin):
         self.num_inference_steps = num_inference_steps
         self.time_grid = grid
         self.timesteps = torch.tensor(evaluation_times, dtype=torch.float32, device=device)
+        self._evaluation_times = self.timesteps.cpu().tolist()
         self._step_index = 0
         self._heun_start = None
 
@@ -172,7 +174,7 @@ class FlowMatchingScheduler(SchedulerMixin, ConfigMixin):
                 f"got {tuple(model_output.shape)}"
             )
         timestep = torch.as_tensor(timestep)
-        expected = float(self.timesteps[self._step_index])
+        expected = self._evaluation_times[self._step_index]
         if timestep.numel() != 1 or abs(float(timestep) - expected) > 1e-6:
             raise ValueError(f"timestep must be timesteps[{self._step_index}] = {expected}, got {timestep}")
 

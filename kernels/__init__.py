@@ -13,23 +13,29 @@ from .causal_conv1d import causal_conv1d
 from .multi_direction import multi_direction_scan
 from .reference import selective_scan_reference
 from .scan_orders import (
+    LAMAMBA_SNAKE_SPECS,
     LAMAMBA_SNAKE_ZIGZAG_INDICES,
     SCAN_ORDER_NAMES,
+    VMAMBA_CROSS_SCAN_SPECS,
     ScanOrder,
     scan_order,
+    scan_order_from_spec,
     stack_scan_orders,
 )
 from .selective_scan import BACKENDS, resolve_backend, selective_scan, triton_available
 
 __all__ = [
     "BACKENDS",
+    "LAMAMBA_SNAKE_SPECS",
     "LAMAMBA_SNAKE_ZIGZAG_INDICES",
     "SCAN_ORDER_NAMES",
+    "VMAMBA_CROSS_SCAN_SPECS",
     "ScanOrder",
     "causal_conv1d",
     "multi_direction_scan",
     "resolve_backend",
     "scan_order",
+    "scan_order_from_spec",
     "selective_scan",
     "selective_scan_reference",
     "stack_scan_orders",

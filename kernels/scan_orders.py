@@ -38,6 +38,9 @@ SCAN_ORDER_NAMES = (
 # (moving up), column snake from the bottom-left (moving right), column snake from the
 # bottom-right (moving left).
 LAMAMBA_SNAKE_ZIGZAG_INDICES = (0, 4, 5, 7)
+LAMAMBA_SNAKE_SPECS = tuple(f"zigzag{i}" for i in LAMAMBA_SNAKE_ZIGZAG_INDICES)
+# VMamba's cross-scan: rows, columns, and both reversed.
+VMAMBA_CROSS_SCAN_SPECS = ("row", "col", "row_reverse", "col_reverse")
 # ZigMa's start corners (start_row_is_bottom, start_col_is_right), each with a row-first and a
 # column-first snake.
 _ZIGZAG_CORNERS = ((False, False), (False, True), (True, False), (True, True))
@@ -135,6 +138,25 @@ def scan_order(
     if device is None or torch.device(device) == order.perm.device:
         return order
     return _on_device(order, torch.device(device))
+
+
+def scan_order_from_spec(spec: str, height: int, width: int, device=None) -> ScanOrder:
+    """A scan order from a config string: a plain name (``row``, ``col_snake_reverse``...),
+    ``zigzag{k}`` (k in 0..7), ``window{w}`` or ``window{w}_col`` (column-first windows)."""
+    if spec.startswith("zigzag") and spec[6:].isdigit():
+        return scan_order("zigzag", height, width, index=int(spec[6:]), device=device)
+    if spec.startswith("window"):
+        size, _, suffix = spec[6:].partition("_")
+        if size.isdigit() and suffix in ("", "col"):
+            return scan_order(
+                "window", height, width, window=int(size), column_first=suffix == "col", device=device
+            )
+    if spec in SCAN_ORDER_NAMES and spec not in ("zigzag", "window"):
+        return scan_order(spec, height, width, device=device)
+    raise ValueError(
+        f"scan order spec must be one of {SCAN_ORDER_NAMES[:8]}, 'zigzag0'..'zigzag7', 'window{{w}}' or "
+        f"'window{{w}}_col', got {spec!r}"
+    )
 
 
 @lru_cache(maxsize=256)

@@ -95,7 +95,7 @@ def save_checkpoint(
 ) -> Path:
     """Write ``checkpoint-{step}`` atomically; every process must call this.
 
-    ``save_extra(folder)`` writes the state accelerate does not know about (the EMA) from the main process.
+    ``save_extra(folder)`` runs on every process and writes the state accelerate does not know about (the EMA).
     Returns the final folder.
     """
     output_dir = Path(output_dir)
@@ -105,8 +105,8 @@ def save_checkpoint(
         shutil.rmtree(temporary)  # left by a run killed while writing this step
     accelerator.wait_for_everyone()
     accelerator.save_state(str(temporary))
+    save_extra(temporary)
     if accelerator.is_main_process:
-        save_extra(temporary)
         (temporary / TRAINING_STATE).write_text(json.dumps(training_state, indent=1))
     time.sleep(injected_write_delay(step))
     accelerator.wait_for_everyone()

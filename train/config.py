@@ -25,9 +25,7 @@ from typing import Any, Literal
 import yaml
 
 MixedPrecision = Literal["no", "fp16", "bf16"]
-LRSchedule = Literal[
-    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"
-]
+LRSchedule = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
 TrackerName = Literal["tensorboard", "wandb", "jsonl"]
 
 
@@ -41,8 +39,6 @@ class ModelConfig:
     """Constructor arguments, applied on top of the preset."""
     cond_dropout_prob: float = 0.1
     """Probability of replacing a condition by the null condition (classifier-free guidance training)."""
-    vae: str | None = None
-    """Frozen autoencoder (path or model id) for latent models; defaults to the one the latent cache names."""
     gradient_checkpointing: bool = False
     compile: bool = False
     """Wrap the model in ``torch.compile`` for training."""
@@ -72,7 +68,7 @@ class ObjectiveConfig:
     beta_end: float = 0.02
     vlb_weight: float = 1.0
     """Weight of the VLB term in the hybrid loss (``eps_vlb``; ADM/DiT use 1 with 1000 steps)."""
-    flow_path: str = "gvp"
+    flow_path: Literal["gvp", "linear"] = "gvp"
     """Interpolant of the ``flow`` objective (``gvp`` as in DiMSUM/SiT, ``linear``)."""
 
 
@@ -157,9 +153,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         with open(path) as f:
             loaded = yaml.safe_load(f)
         if loaded is not None and not isinstance(loaded, dict):
-            raise ValueError(
-                f"--config: {str(path)!r} must hold a mapping of keys, got {type(loaded).__name__}"
-            )
+            raise ValueError(f"--config: {str(path)!r} must hold a mapping of keys, got {type(loaded).__name__}")
         raw = loaded or {}
     for key, value in parse_overrides(overrides or []):
         set_dotted(raw, key, value)
@@ -242,9 +236,7 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
                 return coerce(value, option, key)
             except ValueError as error:
                 errors.append(str(error))
-        raise ValueError(
-            errors[0] if len(errors) == 1 else f"{key}: expected {describe(hint)}, got {value!r}"
-        )
+        raise ValueError(errors[0] if len(errors) == 1 else f"{key}: expected {describe(hint)}, got {value!r}")
     if origin is Literal:
         if value not in args:
             raise ValueError(f"{key}: expected one of {', '.join(map(repr, args))}, got {value!r}")
@@ -255,9 +247,7 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         return [coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is tuple:
         if not isinstance(value, list | tuple) or len(value) != len(args):
-            raise ValueError(
-                f"{key}: expected a list of {len(args)} values ({describe(hint)}), got {value!r}"
-            )
+            raise ValueError(f"{key}: expected a list of {len(args)} values ({describe(hint)}), got {value!r}")
         return tuple(coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if origin is dict:
         if not isinstance(value, dict):

@@ -19,8 +19,11 @@ from safetensors.torch import load_file, save_file
 
 from .config import EMAConfig
 
-EMA_WEIGHTS = "ema.safetensors"
-EMA_STATE = "ema_state.json"
+
+def ema_files(shard: int | None) -> tuple[str, str]:
+    """File names of the EMA weights and counters; ``shard`` numbers them per process under FSDP."""
+    suffix = "" if shard is None else f"-{shard}"
+    return f"ema{suffix}.safetensors", f"ema_state{suffix}.json"
 
 
 class EMA(EMAModel):
@@ -42,31 +45,32 @@ class EMA(EMAModel):
             return 0.0 if optimization_step <= self.update_after_step else self.decay
         return super().get_decay(optimization_step)
 
-    def save(self, folder: str | Path) -> None:
-        """Write the shadow weights (safetensors) and the counters (JSON) into ``folder``."""
+    def save(self, folder: str | Path, shard: int | None = None) -> None:
+        """Write the shadow weights (safetensors) and the counters (JSON) into ``folder``.
+
+        ``shard``: this process's index when the parameters are sharded (FSDP), so each process saves its part.
+        """
+        weights_file, state_file = ema_files(shard)
         folder = Path(folder)
         state = self.state_dict()
-        tensors = {
-            f"shadow.{i}": p.detach().cpu().contiguous() for i, p in enumerate(state.pop("shadow_params"))
-        }
-        save_file(tensors, folder / EMA_WEIGHTS)
-        (folder / EMA_STATE).write_text(json.dumps(state | {"warmup": self.warmup}, indent=1))
+        shadow = state.pop("shadow_params")
+        save_file({f"shadow.{i}": p.detach().cpu().contiguous() for i, p in enumerate(shadow)}, folder / weights_file)
+        (folder / state_file).write_text(json.dumps(state | {"warmup": self.warmup}, indent=1))
 
-    def load(self, folder: str | Path) -> None:
+    def load(self, folder: str | Path, shard: int | None = None) -> None:
         """Restore what :meth:`save` wrote, onto the devices of the current shadow weights."""
+        weights_file, state_file = ema_files(shard)
         folder = Path(folder)
-        state = json.loads((folder / EMA_STATE).read_text())
+        state = json.loads((folder / state_file).read_text())
         if state.pop("warmup") != self.warmup:
-            raise ValueError(
-                f"ema.warmup differs from the checkpoint in {folder}; resume with the same EMA config"
-            )
-        tensors = load_file(folder / EMA_WEIGHTS)
+            raise ValueError(f"ema.warmup differs from the checkpoint in {folder}; resume with the same EMA config")
+        tensors = load_file(folder / weights_file)
         if len(tensors) != len(self.shadow_params):
             raise ValueError(
-                f"{folder / EMA_WEIGHTS} holds {len(tensors)} tensors, the model has {len(self.shadow_params)} parameters"
+                f"{folder / weights_file} holds {len(tensors)} tensors, "
+                f"the model has {len(self.shadow_params)} parameters"
             )
         state["shadow_params"] = [
-            tensors[f"shadow.{i}"].to(device=p.device, dtype=p.dtype)
-            for i, p in enumerate(self.shadow_params)
+            tensors[f"shadow.{i}"].to(device=p.device, dtype=p.dtype) for i, p in enumerate(self.shadow_params)
         ]
         self.load_state_dict(state)

@@ -11,12 +11,13 @@ import math
 import os
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import DistributedType, ProjectConfiguration, set_seed
 from diffusers import DiffusionPipeline
 from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
@@ -94,13 +95,20 @@ def train(config: TrainConfig) -> TrainResult:
         num_training_steps=config.max_steps,
     )
     model, optimizer = accelerator.prepare(model, optimizer)
+    check_ema_supported(accelerator)
     ema = EMA(model.parameters(), config.ema)
+    # Under FSDP each process holds (and checkpoints) the EMA of its own parameter shards.
+    ema_shard = accelerator.process_index if accelerator.distributed_type == DistributedType.FSDP else None
+
+    def save_ema(folder: Path) -> None:
+        if ema_shard is not None or accelerator.is_main_process:
+            ema.save(folder, shard=ema_shard)
 
     # 4. Resume: weights, optimizer, RNG states (accelerate), EMA, step, data position, LR schedule.
     step, position = 0, DataPosition()
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
-        ema.load(resume_from)
+        ema.load(resume_from, shard=ema_shard)
         state = load_training_state(resume_from)
         step, position = state["step"], DataPosition(**state["data_position"])
         lr_scheduler.load_state_dict(state["lr_scheduler"])
@@ -112,9 +120,7 @@ def train(config: TrainConfig) -> TrainResult:
         config.seed,
         position,
     )
-    loader = iter(
-        make_dataloader(dataset, batches, config.data.num_workers, accelerator.device.type == "cuda")
-    )
+    loader = iter(make_dataloader(dataset, batches, config.data.num_workers, accelerator.device.type == "cuda"))
 
     # 5. Trackers and progress bar.
     run_name = config.logging.run_name or output_dir.name
@@ -126,9 +132,7 @@ def train(config: TrainConfig) -> TrainResult:
         to_dict(config),
         accelerator.is_main_process,
     )
-    global_batch = (
-        config.data.batch_size * accelerator.num_processes * config.optim.gradient_accumulation_steps
-    )
+    global_batch = config.data.batch_size * accelerator.num_processes * config.optim.gradient_accumulation_steps
     accelerator.print(
         f"ssmgen.train: {family.name} ({num_parameters / 1e6:.2f}M parameters) on {config.data.dataset} "
         f"({len(dataset)} examples {tuple(data_info.sample_shape)}), objective {objective.name}, "
@@ -160,18 +164,18 @@ def train(config: TrainConfig) -> TrainResult:
                         batch["class_labels"], config.model.cond_dropout_prob, data_info
                     )
                 with accelerator.accumulate(model):
-                    loss, metrics = objective.loss(lambda x, t: predict(model, family, x, t, batch), sample)
+                    loss, metrics = objective.loss(partial(predict, model, family, batch=batch), sample)
                     global_loss = accelerator.reduce(loss.detach().float(), reduction="mean")
                     if not torch.isfinite(global_loss):
-                        raise NonFiniteLossError(
-                            f"the loss is {global_loss.item()} at step {step + 1}; stopping"
-                        )
+                        raise NonFiniteLossError(f"the loss is {global_loss.item()} at step {step + 1}; stopping")
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
                         grad_norm = accelerator.clip_grad_norm_(
                             model.parameters(), config.optim.max_grad_norm or math.inf
                         )
-                        if not torch.isfinite(grad_norm) and config.mixed_precision != "fp16":
+                        if grad_norm is None:  # DeepSpeed clips inside its engine and reports no norm here
+                            grad_norm = torch.tensor(math.nan)
+                        elif not torch.isfinite(grad_norm) and config.mixed_precision != "fp16":
                             raise NonFiniteLossError(
                                 f"the gradient norm is {grad_norm.item()} at step {step + 1}; stopping"
                             )
@@ -179,17 +183,13 @@ def train(config: TrainConfig) -> TrainResult:
                     optimizer.zero_grad(set_to_none=True)
                 step_losses.append(global_loss.item())
                 for key, value in metrics.items():
-                    step_metrics.setdefault(key, []).append(
-                        accelerator.reduce(value.float(), reduction="mean").item()
-                    )
+                    step_metrics.setdefault(key, []).append(accelerator.reduce(value.float(), reduction="mean").item())
             if not accelerator.optimizer_step_was_skipped:
                 lr_scheduler.step()
             ema.step(model.parameters())
             step += 1
             progress_bar.update(1)
-            window.add(
-                sum(step_losses) / len(step_losses), {k: sum(v) / len(v) for k, v in step_metrics.items()}
-            )
+            window.add(sum(step_losses) / len(step_losses), {k: sum(v) / len(v) for k, v in step_metrics.items()})
 
             if step % config.logging.every_steps == 0 or step == config.max_steps:
                 logs = window.flush() | {
@@ -210,7 +210,7 @@ def train(config: TrainConfig) -> TrainResult:
                     "lr_scheduler": lr_scheduler.state_dict(),
                 }
                 final_checkpoint = save_checkpoint(
-                    accelerator, output_dir, step, training_state, ema.save, config.checkpoint.total_limit
+                    accelerator, output_dir, step, training_state, save_ema, config.checkpoint.total_limit
                 )
             wants_samples = every(step, config.logging.sample_every_steps) or (
                 is_last and config.logging.sample_every_steps > 0
@@ -219,9 +219,7 @@ def train(config: TrainConfig) -> TrainResult:
             if wants_samples or wants_export:
                 pipeline = ema_pipeline(accelerator, model, ema, family, objective, data_info)
                 if pipeline is not None and wants_samples:
-                    trackers.log_image(
-                        "samples", sample_grid(pipeline, family, data_info, config, accelerator), step
-                    )
+                    trackers.log_image("samples", sample_grid(pipeline, family, data_info, config, accelerator), step)
                 if pipeline is not None and wants_export:
                     folder = output_dir / (PIPELINE_DIR if is_last else f"{PIPELINE_DIR}-{step}")
                     final_pipeline = write_folder_atomically(
@@ -252,10 +250,19 @@ def multi_process_without_gpu() -> bool:
     accelerate then starts N unconnected single-process runs unless ``cpu=True``, which makes it use gloo
     (``MULTI_CPU``) so that the processes form one DDP group.
     """
-    has_accelerator = (
-        torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
-    )
+    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator
+
+
+def check_ema_supported(accelerator: Accelerator) -> None:
+    """The EMA keeps a copy of every parameter a process holds, which ZeRO-3's partitioned parameters break."""
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        stage = accelerator.state.deepspeed_plugin.deepspeed_config["zero_optimization"]["stage"]
+        if stage == 3:
+            raise ValueError(
+                "DeepSpeed ZeRO stage 3 partitions the parameters, which the EMA cannot follow; "
+                "use ZeRO stage 1 or 2, or FSDP (train/configs/accelerate/fsdp.yaml)"
+            )
 
 
 def every(step: int, interval: int) -> bool:
@@ -348,9 +355,7 @@ def sample_grid(
             output_type="np",
         ).images
     else:
-        images = pipeline(
-            batch_size=n, num_inference_steps=steps, generator=generator, output_type="np"
-        ).images
+        images = pipeline(batch_size=n, num_inference_steps=steps, generator=generator, output_type="np").images
     pipeline.to("cpu")
     return image_grid(images)
 
@@ -366,9 +371,7 @@ def summary(result: TrainResult, steps_run: int, global_batch: int, trackers: st
     lines = [
         f"ssmgen.train: done, {result.steps} steps ({steps_run} in this run) in {format_seconds(result.seconds)} "
         f"({rate:.2f} steps/s, {rate * global_batch:.1f} samples/s)",
-        f"  final loss  {result.final_loss:.5f}"
-        if result.final_loss is not None
-        else "  final loss  (no step run)",
+        f"  final loss  {result.final_loss:.5f}" if result.final_loss is not None else "  final loss  (no step run)",
         f"  checkpoint  {result.checkpoint}",
         f"  pipeline    {result.pipeline}  (DiffusionPipeline.from_pretrained)",
         f"  trackers    {trackers}; metrics in {result.output_dir / METRICS_FILE}"

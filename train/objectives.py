@@ -1,6 +1,7 @@
 """Training objectives: what a model is asked to predict and the loss that scores it.
 
 * ``eps``: DDPM noise prediction, ``|eps - eps_theta(x_t, t)|^2`` with integer t ~ U{0..T-1}.
+* ``flow``: velocity matching on the SiT GVP (DiMSUM) or linear path, t ~ U[0, 1) with t = 1 the data.
 * ``eps_vlb``: DiT/ADM "learned sigma" (IDDPM hybrid loss). The model outputs ``2C`` channels: ``C`` for eps and
   ``C`` for ``v`` in [-1, 1] that interpolates the log-variance between the posterior variance and beta_t
   (``LEARNED_RANGE``). Loss = MSE(eps) + ``vlb_weight`` x L_vlb, where L_vlb is the KL between the true
@@ -18,7 +19,9 @@ from collections.abc import Callable
 from typing import Protocol
 
 import torch
-from diffusers import DDPMScheduler
+from diffusers import DDPMScheduler, SchedulerMixin
+
+from ssmgen.schedulers.flow_matching import FlowMatchingScheduler
 
 from .config import ObjectiveConfig
 
@@ -35,8 +38,11 @@ class Objective(Protocol):
     def loss(self, predict: Predict, sample: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Scalar loss for a clean batch ``sample`` (B, C, ...) and extra scalar metrics to log."""
 
-    def make_scheduler(self, clip_sample: bool) -> DDPMScheduler:
-        """Sampling scheduler matching this objective, for the exported pipeline."""
+    def make_scheduler(self, pixel_space: bool) -> SchedulerMixin:
+        """Sampling scheduler matching this objective, for the exported pipeline.
+
+        ``pixel_space``: the data are pixels in [-1, 1], so DDPM schedulers clip their x0 predictions there.
+        """
 
 
 def mean_flat(x: torch.Tensor) -> torch.Tensor:
@@ -86,8 +92,8 @@ class EpsilonObjective:
             )
         return (eps - noise.float()).pow(2).mean(), {}
 
-    def make_scheduler(self, clip_sample: bool) -> DDPMScheduler:
-        return DDPMScheduler.from_config(self.noise_scheduler.config, clip_sample=clip_sample)
+    def make_scheduler(self, pixel_space: bool) -> DDPMScheduler:
+        return DDPMScheduler.from_config(self.noise_scheduler.config, clip_sample=pixel_space)
 
 
 class LearnedSigmaObjective(EpsilonObjective):
@@ -115,9 +121,7 @@ class LearnedSigmaObjective(EpsilonObjective):
         eps, variance_values = output.split(channels, dim=1)
         mse = mean_flat((eps - noise.float()) ** 2)
         # The VLB term sees a frozen eps: the mean is trained by the MSE alone (IDDPM section 3.1).
-        vlb = self.diffusion.vlb_bits_per_dim(
-            sample.float(), noisy.float(), timesteps, eps.detach(), variance_values
-        )
+        vlb = self.diffusion.vlb_bits_per_dim(sample.float(), noisy.float(), timesteps, eps.detach(), variance_values)
         loss = mse + self.config.vlb_weight * vlb
         return loss.mean(), {"mse": mse.mean().detach(), "vlb": vlb.mean().detach()}
 
@@ -140,9 +144,7 @@ class GaussianDiffusion:
             torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]])
         )
         self.posterior_mean_coef_x0 = betas * alphas_cumprod_prev.sqrt() / (1.0 - alphas_cumprod)
-        self.posterior_mean_coef_xt = (
-            (1.0 - alphas_cumprod_prev) * (1.0 - betas).sqrt() / (1.0 - alphas_cumprod)
-        )
+        self.posterior_mean_coef_xt = (1.0 - alphas_cumprod_prev) * (1.0 - betas).sqrt() / (1.0 - alphas_cumprod)
 
     def gather(self, table: torch.Tensor, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """``table[t]`` shaped (B, 1, ..., 1) in ``like``'s dtype and device."""
@@ -161,9 +163,7 @@ class GaussianDiffusion:
         abar = self.gather(self.alphas_cumprod, timesteps, xt)
         return (xt - (1.0 - abar).sqrt() * eps) / abar.sqrt()
 
-    def learned_range_log_variance(
-        self, variance_values: torch.Tensor, timesteps: torch.Tensor
-    ) -> torch.Tensor:
+    def learned_range_log_variance(self, variance_values: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """LEARNED_RANGE: v in [-1, 1] -> log variance between log(posterior variance) and log(beta_t)."""
         min_log = self.gather(self.posterior_log_variance_clipped, timesteps, variance_values)
         max_log = self.gather(self.betas.log(), timesteps, variance_values)
@@ -183,22 +183,16 @@ class GaussianDiffusion:
         true_log_variance = self.gather(self.posterior_log_variance_clipped, timesteps, x0)
         model_mean = self.posterior_mean(self.predict_x0(xt, timesteps, eps), xt, timesteps)
         model_log_variance = self.learned_range_log_variance(variance_values, timesteps)
-        kl = mean_flat(normal_kl(true_mean, true_log_variance, model_mean, model_log_variance)) / math.log(
-            2.0
-        )
+        kl = mean_flat(normal_kl(true_mean, true_log_variance, model_mean, model_log_variance)) / math.log(2.0)
         decoder_nll = -mean_flat(
             discretized_gaussian_log_likelihood(x0, means=model_mean, log_scales=0.5 * model_log_variance)
         ) / math.log(2.0)
         return torch.where(timesteps == 0, decoder_nll, kl)
 
 
-def normal_kl(
-    mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor
-) -> torch.Tensor:
+def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
     """Elementwise KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) in nats."""
-    return 0.5 * (
-        -1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2)
-    )
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
 
 
 def discretized_gaussian_log_likelihood(
@@ -220,16 +214,51 @@ def discretized_gaussian_log_likelihood(
     return torch.where(x < -0.999, log_cdf_upper, torch.where(x > 0.999, log_survival_lower, log_bin))
 
 
+class FlowObjective:
+    """Velocity matching on a SiT interpolant (DiMSUM): ``|v_theta(x_t, t) - dx_t/dt|^2`` with t ~ U[0, 1).
+
+    ``x_t = alpha(t) x_1 + sigma(t) x_0`` with x_1 the data and x_0 ~ N(0, I); the path (``objective.flow_path``:
+    ``gvp`` or ``linear``) comes from ``ssmgen.schedulers.FlowMatchingScheduler``, which also samples.
+    """
+
+    name = "flow"
+    PATHS = {"gvp": "GVP", "linear": "Linear"}
+
+    def __init__(self, config: ObjectiveConfig):
+        if config.flow_path not in self.PATHS:
+            raise ValueError(
+                f"objective.flow_path: unknown path {config.flow_path!r}; allowed: {', '.join(self.PATHS)}"
+            )
+        self.config = config
+        self.scheduler = FlowMatchingScheduler(path_type=self.PATHS[config.flow_path])
+
+    def output_channels(self, in_channels: int) -> int:
+        return in_channels
+
+    def loss(self, predict: Predict, sample: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        noise = torch.randn_like(sample)
+        t = self.scheduler.sample_training_t(sample.shape[0], device=sample.device).to(sample.dtype)
+        velocity = predict(self.scheduler.interpolate(noise, sample, t), t).float()
+        target = self.scheduler.velocity_target(noise, sample, t).float()
+        if velocity.shape != target.shape:
+            raise ValueError(
+                f"objective 'flow' needs a model output of shape {tuple(target.shape)}, got {tuple(velocity.shape)}"
+            )
+        return (velocity - target).pow(2).mean(), {}
+
+    def make_scheduler(self, pixel_space: bool) -> FlowMatchingScheduler:
+        return FlowMatchingScheduler.from_config(self.scheduler.config)
+
+
 OBJECTIVES: dict[str, Callable[[ObjectiveConfig], Objective]] = {
     EpsilonObjective.name: EpsilonObjective,
     LearnedSigmaObjective.name: LearnedSigmaObjective,
+    FlowObjective.name: FlowObjective,
 }
 
 
 def build_objective(config: ObjectiveConfig) -> Objective:
     """The objective named by ``config.name``."""
     if config.name not in OBJECTIVES:
-        raise ValueError(
-            f"objective.name: unknown objective {config.name!r}; allowed: {', '.join(OBJECTIVES)}"
-        )
+        raise ValueError(f"objective.name: unknown objective {config.name!r}; allowed: {', '.join(OBJECTIVES)}")
     return OBJECTIVES[config.name](config)

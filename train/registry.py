@@ -62,15 +62,11 @@ def register_family(family: ModelFamily) -> ModelFamily:
 
 def get_family(name: str) -> ModelFamily:
     if name not in FAMILIES:
-        raise ValueError(
-            f"model.family: unknown model family {name!r}; allowed: {', '.join(sorted(FAMILIES))}"
-        )
+        raise ValueError(f"model.family: unknown model family {name!r}; allowed: {', '.join(sorted(FAMILIES))}")
     return FAMILIES[name]
 
 
-def table_builder(
-    model_cls: type[ModelMixin], presets: dict[str, dict[str, Any]]
-) -> Callable[..., ModelMixin]:
+def table_builder(model_cls: type[ModelMixin], presets: dict[str, dict[str, Any]]) -> Callable[..., ModelMixin]:
     """``build`` for a model without ``from_preset``: preset arguments from ``presets``, then ``kwargs``."""
 
     def build(preset: str | None, kwargs: dict[str, Any]) -> ModelMixin:
@@ -169,9 +165,7 @@ def constructor_arguments(model_cls: type) -> list[str]:
     return [name for name, p in parameters.items() if name != "self" and p.kind is not p.VAR_KEYWORD]
 
 
-def build_model(
-    family: ModelFamily, config: TrainConfig, data_info: DataInfo, objective: Objective
-) -> ModelMixin:
+def build_model(family: ModelFamily, config: TrainConfig, data_info: DataInfo, objective: Objective) -> ModelMixin:
     """The family's model sized for the data; ``model.kwargs`` may not contradict what the data implies."""
     if family.conditioning == "class" and data_info.num_classes is None:
         raise ValueError(
@@ -188,9 +182,7 @@ def build_model(
     return family.build(config.model.preset, {**config.model.kwargs, **implied})
 
 
-def predict(
-    model: torch.nn.Module, family: ModelFamily, sample: torch.Tensor, timesteps: torch.Tensor, batch: dict
-):
+def predict(model: torch.nn.Module, family: ModelFamily, sample: torch.Tensor, timesteps: torch.Tensor, batch: dict):
     """Model output for ``sample`` at ``timesteps`` with the batch's conditions (the shared call convention)."""
     if family.conditioning == "class":
         return model(sample, timesteps, class_labels=batch["class_labels"], return_dict=False)[0]
@@ -235,7 +227,7 @@ def unet2d_data_kwargs(data: DataInfo, objective: Objective, cond_dropout_prob: 
 
 def export_ddpm_pipeline(model: ModelMixin, objective: Objective, data: DataInfo) -> DiffusionPipeline:
     """diffusers' ``DDPMPipeline``; pixel data is in [-1, 1], so the scheduler clips its x0 predictions."""
-    return DDPMPipeline(unet=model, scheduler=objective.make_scheduler(clip_sample=True))
+    return DDPMPipeline(unet=model, scheduler=objective.make_scheduler(pixel_space=True))
 
 
 register_family(

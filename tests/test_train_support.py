@@ -1,8 +1,10 @@
 """Helpers shared by the training tests (this module holds no tests)."""
 
 import json
+import os
 from pathlib import Path
 
+import torch
 from accelerate.state import AcceleratorState, GradientState
 
 from ssmgen.train import TrainConfig, TrainResult, load_config, train
@@ -16,18 +18,35 @@ def tiny_config(name: str, output_dir: Path, *overrides: str) -> TrainConfig:
 
 
 def run_in_process(config: TrainConfig) -> TrainResult:
-    """Train in this process; accelerate's process-wide state is reset afterwards for the next run."""
+    """Train in this process with one CPU thread; accelerate's process-wide state is reset afterwards.
+
+    One thread: the test machine's two cores are shared, and two spinning OpenMP threads on a busy core make
+    these tiny steps tens of times slower.
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
     try:
         return train(config)
     finally:
+        torch.set_num_threads(threads)
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
 
 
 def logged_losses(output_dir: Path) -> dict[int, float]:
     """Per-step losses from metrics.jsonl; a step logged twice (re-run after a resume) keeps its last value."""
-    losses = {}
+    return {step: values[-1] for step, values in all_logged_losses(output_dir).items()}
+
+
+def all_logged_losses(output_dir: Path) -> dict[int, list[float]]:
+    """Every loss logged for each step, in order (a step is logged again when a resumed run re-runs it)."""
+    losses: dict[int, list[float]] = {}
     for line in (Path(output_dir) / "metrics.jsonl").read_text().splitlines():
         record = json.loads(line)
-        losses[record["step"]] = record["loss"]
+        losses.setdefault(record["step"], []).append(record["loss"])
     return losses
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    """Environment for training subprocesses: one CPU thread each (see ``run_in_process``)."""
+    return {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled", **extra}

@@ -320,7 +320,8 @@ def ema_pipeline(
     """
     ema.store(model.parameters())
     ema.copy_to(model.parameters())
-    state_dict = accelerator.get_state_dict(model)
+    # Copies: without sharding the state dict holds references to the parameters that `restore` overwrites.
+    state_dict = {key: value.to("cpu", copy=True) for key, value in accelerator.get_state_dict(model).items()}
     ema.restore(model.parameters())
     if not accelerator.is_main_process:
         return None

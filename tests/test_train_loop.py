@@ -17,7 +17,9 @@ from ssmgen.train.trackers import wandb_mode
 
 
 def test_tiny_unet2d_learns_and_exports_a_ddpm_pipeline(tmp_path):
-    result = run_in_process(tiny_config("unet2d", tmp_path, "--max_steps", "10", "--checkpoint.every_steps", "2"))
+    result = run_in_process(
+        tiny_config("unet2d", tmp_path, "--max_steps", "10", "--checkpoint.every_steps", "2")
+    )
     losses = logged_losses(tmp_path)
     assert sorted(losses) == list(range(1, 11))
     assert sum(losses[s] for s in (8, 9, 10)) < 0.6 * sum(losses[s] for s in (1, 2, 3))
@@ -26,7 +28,9 @@ def test_tiny_unet2d_learns_and_exports_a_ddpm_pipeline(tmp_path):
 
     pipeline = DiffusionPipeline.from_pretrained(result.pipeline)
     assert isinstance(pipeline, DDPMPipeline) and pipeline.scheduler.config.clip_sample
-    images = pipeline(batch_size=2, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np")
+    images = pipeline(
+        batch_size=2, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np"
+    )
     assert images.images.shape == (2, 8, 8, 1) and 0 <= images.images.min() and images.images.max() <= 1
     # The pipeline holds the EMA weights, not the last raw weights.
     ema = load_file(result.checkpoint / "ema.safetensors")
@@ -84,7 +88,8 @@ def test_non_finite_loss_stops_before_the_optimizer_step_and_the_checkpoint(tmp_
 def test_data_implied_arguments_cannot_be_contradicted(tmp_path):
     config = tiny_config("unet2d", tmp_path, "--model.kwargs.in_channels", "3")
     with pytest.raises(
-        ValueError, match=r"model.kwargs.in_channels=3 contradicts the data/objective, which need in_channels=1"
+        ValueError,
+        match=r"model.kwargs.in_channels=3 contradicts the data/objective, which need in_channels=1",
     ):
         run_in_process(config)
 

@@ -1,4 +1,4 @@
-"""Objectives against closed forms: DDPM noising, the Gaussian posterior, KL, the discretised decoder, flow paths."""
+"""Objectives against closed forms: DDPM noising, Gaussian posterior, KL, discretised decoder, flow paths."""
 
 import math
 
@@ -28,7 +28,10 @@ def linear_alphas_cumprod(steps: int = 1000) -> np.ndarray:
 
 def test_normal_kl_matches_torch_distributions():
     g = torch.Generator().manual_seed(0)
-    mean1, mean2 = torch.randn(50, generator=g, dtype=torch.float64), torch.randn(50, generator=g, dtype=torch.float64)
+    mean1, mean2 = (
+        torch.randn(50, generator=g, dtype=torch.float64),
+        torch.randn(50, generator=g, dtype=torch.float64),
+    )
     logvar1, logvar2 = (
         torch.randn(50, generator=g, dtype=torch.float64),
         torch.randn(50, generator=g, dtype=torch.float64),
@@ -52,16 +55,20 @@ def test_discretized_log_likelihood_matches_scipy_bins():
     xs, mu, sd = x.numpy(), means.numpy(), np.exp(log_scales.numpy())
     upper = norm.cdf((xs + 1 / 255 - mu) / sd)
     lower = norm.cdf((xs - 1 / 255 - mu) / sd)
-    probability = np.where(levels.numpy() == 0, upper, np.where(levels.numpy() == 255, 1 - lower, upper - lower))
+    probability = np.where(
+        levels.numpy() == 0, upper, np.where(levels.numpy() == 255, 1 - lower, upper - lower)
+    )
     np.testing.assert_allclose(np.exp(got), probability, rtol=1e-6, atol=1e-10)
     # The 256 bin probabilities of one Gaussian sum to one.
     grid = torch.arange(256, dtype=torch.float64) / 127.5 - 1.0
-    total = discretized_gaussian_log_likelihood(grid, torch.full_like(grid, 0.3), torch.full_like(grid, -1.5)).exp()
+    total = discretized_gaussian_log_likelihood(
+        grid, torch.full_like(grid, 0.3), torch.full_like(grid, -1.5)
+    ).exp()
     assert total.sum().item() == pytest.approx(1.0, abs=1e-9)
 
 
 def test_posterior_is_the_product_of_gaussians():
-    """q(x_{t-1} | x_t, x_0) by Bayes: N(sqrt(abar_{t-1}) x0, 1 - abar_{t-1}) times N(x_t; sqrt(a_t) x, b_t)."""
+    """q(x_{t-1} | x_t, x_0) by Bayes: N(sqrt(abar_{t-1}) x0, 1 - abar_{t-1}) x N(x_t; sqrt(a_t) x, b_t)."""
     abar = linear_alphas_cumprod()
     diffusion = GaussianDiffusion(torch.from_numpy(np.linspace(1e-4, 0.02, 1000)))
     t = torch.tensor([1, 10, 500, 999])

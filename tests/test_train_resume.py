@@ -44,7 +44,10 @@ def test_kill_while_writing_a_checkpoint_then_resume_equals_the_uninterrupted_ru
         assert values == [expected[step]] * len(values), f"step {step}"  # bitwise, including the re-run steps
     assert sorted(all_logged_losses(crashed)) == list(range(1, 13))
     for name in ("model.safetensors", "ema.safetensors"):
-        ours, theirs = load_file(crashed / "checkpoint-12" / name), load_file(reference / "checkpoint-12" / name)
+        ours, theirs = (
+            load_file(crashed / "checkpoint-12" / name),
+            load_file(reference / "checkpoint-12" / name),
+        )
         assert all(ours[k].equal(theirs[k]) for k in theirs), name
     assert not any(p.name.startswith(".tmp") for p in crashed.iterdir())
 

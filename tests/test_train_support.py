@@ -34,7 +34,7 @@ def run_in_process(config: TrainConfig) -> TrainResult:
 
 
 def logged_losses(output_dir: Path) -> dict[int, float]:
-    """Per-step losses from metrics.jsonl; a step logged twice (re-run after a resume) keeps its last value."""
+    """Per-step losses from metrics.jsonl; a step logged twice (re-run after a resume) keeps its last."""
     return {step: values[-1] for step, values in all_logged_losses(output_dir).items()}
 
 

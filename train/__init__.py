@@ -1,6 +1,7 @@
 """Training through accelerate: one loop shared by every model.
 
-``accelerate launch -m ssmgen.train --config train/configs/digits_unet2d.yaml`` (or ``python -m ssmgen.train``);
+``accelerate launch -m ssmgen.train --config train/configs/digits_unet2d.yaml`` (or
+``python -m ssmgen.train``);
 :func:`train` runs a :class:`TrainConfig` from Python; :func:`register_family` adds a model family.
 """
 

@@ -1,10 +1,10 @@
 """Checkpoints that survive a crash: ``checkpoint-{step}`` folders written atomically.
 
 A checkpoint is written into ``.tmp-checkpoint-{step}`` (accelerate's ``save_state``: model, optimizer, grad
-scaler, every process's RNG states; plus the EMA and ``training_state.json`` with the step, the data position and
-the LR schedule), its files are fsync'ed, and only then is the folder renamed to ``checkpoint-{step}``. A run
-killed at any moment leaves either a complete ``checkpoint-*`` or a ``.tmp-*`` folder that resuming ignores and
-the next write of that step replaces.
+scaler, every process's RNG states; plus the EMA and ``training_state.json`` with the step, the data position
+and the LR schedule), its files are fsync'ed, and only then is the folder renamed to ``checkpoint-{step}``. A
+run killed at any moment leaves either a complete ``checkpoint-*`` or a ``.tmp-*`` folder that resuming
+ignores and the next write of that step replaces.
 
 Nothing here unpickles arbitrary objects: weights are safetensors, the state is JSON, and accelerate loads its
 optimizer/RNG files with ``torch.load(weights_only=True)``.
@@ -27,11 +27,11 @@ CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 TEMPORARY_PREFIX = ".tmp-"
 TRAINING_STATE = "training_state.json"
 WRITE_DELAY_ENV = "SSMGEN_CHECKPOINT_WRITE_DELAY"
-"""Fault injection for tests: ``"STEP:SECONDS"`` pauses inside the write of checkpoint STEP, before the rename."""
+"""Fault injection for tests: ``"STEP:SECONDS"`` pauses in the write of checkpoint STEP, before the rename."""
 
 
 def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints in ``output_dir`` as (step, folder), oldest first; temporary folders are ignored."""
+    """Complete checkpoints in ``output_dir`` as (step, folder), oldest first; temporary folders ignored."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return []
@@ -44,7 +44,7 @@ def list_checkpoints(output_dir: str | Path) -> list[tuple[int, Path]]:
 
 
 def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:
-    """The checkpoint folder that ``resume`` names: ``None``, ``"latest"`` (``None`` if there is none) or a path."""
+    """The checkpoint ``resume`` names: ``None``, ``"latest"`` (``None`` if there is none) or a folder."""
     if resume is None:
         return None
     if resume == "latest":
@@ -53,7 +53,8 @@ def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:
     folder = Path(resume)
     if not CHECKPOINT_PATTERN.match(folder.name) or not (folder / TRAINING_STATE).is_file():
         raise ValueError(
-            f"resume: {resume!r} is not a complete checkpoint folder (checkpoint-<step> with {TRAINING_STATE}); "
+            f"resume: {resume!r} is not a complete checkpoint folder "
+            f"(checkpoint-<step> with {TRAINING_STATE}); "
             "use 'latest' or one of the checkpoint-* folders in output_dir"
         )
     return folder
@@ -95,7 +96,7 @@ def save_checkpoint(
 ) -> Path:
     """Write ``checkpoint-{step}`` atomically; every process must call this.
 
-    ``save_extra(folder)`` runs on every process and writes the state accelerate does not know about (the EMA).
+    ``save_extra(folder)`` runs on every process and writes what accelerate does not know about (the EMA).
     Returns the final folder.
     """
     output_dir = Path(output_dir)

@@ -25,7 +25,9 @@ from typing import Any, Literal
 import yaml
 
 MixedPrecision = Literal["no", "fp16", "bf16"]
-LRSchedule = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
+LRSchedule = Literal[
+    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"
+]
 TrackerName = Literal["tensorboard", "wandb", "jsonl"]
 
 
@@ -61,7 +63,7 @@ class DataConfig:
 @dataclass
 class ObjectiveConfig:
     name: str = "eps"
-    """``eps`` (DDPM noise MSE), ``eps_vlb`` (DiT/ADM learned sigma: MSE + VLB), ``flow`` (velocity matching)."""
+    """``eps`` (DDPM noise MSE), ``eps_vlb`` (DiT/ADM learned sigma: MSE + VLB), ``flow`` (velocity)."""
     num_train_timesteps: int = 1000
     beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
     beta_start: float = 0.0001
@@ -113,7 +115,7 @@ class LoggingConfig:
     run_name: str | None = None
     every_steps: int = 10
     sample_every_steps: int = 0
-    """Log a grid (images) or animations (motion) sampled from the EMA model every this many steps (0: never)."""
+    """Log a grid of images sampled from the EMA model every this many steps (0: never)."""
     num_samples: int = 16
     sample_inference_steps: int = 50
     sample_guidance_scale: float = 1.0
@@ -153,7 +155,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         with open(path) as f:
             loaded = yaml.safe_load(f)
         if loaded is not None and not isinstance(loaded, dict):
-            raise ValueError(f"--config: {str(path)!r} must hold a mapping of keys, got {type(loaded).__name__}")
+            raise ValueError(
+                f"--config: {str(path)!r} must hold a mapping of keys, got {type(loaded).__name__}"
+            )
         raw = loaded or {}
     for key, value in parse_overrides(overrides or []):
         set_dotted(raw, key, value)
@@ -204,8 +208,8 @@ def from_dict(cls: type, raw: dict[str, Any], prefix: str = "") -> Any:
     unknown = sorted(set(raw) - set(fields))
     if unknown:
         raise ValueError(
-            f"unknown config key {prefix + unknown[0]!r}; allowed keys{' in ' + repr(prefix.rstrip('.')) if prefix else ''}: "
-            f"{', '.join(fields)}"
+            f"unknown config key {prefix + unknown[0]!r}; allowed keys"
+            f"{' in ' + repr(prefix.rstrip('.')) if prefix else ''}: {', '.join(fields)}"
         )
     hints = typing.get_type_hints(cls)
     values = {}
@@ -236,7 +240,9 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
                 return coerce(value, option, key)
             except ValueError as error:
                 errors.append(str(error))
-        raise ValueError(errors[0] if len(errors) == 1 else f"{key}: expected {describe(hint)}, got {value!r}")
+        raise ValueError(
+            errors[0] if len(errors) == 1 else f"{key}: expected {describe(hint)}, got {value!r}"
+        )
     if origin is Literal:
         if value not in args:
             raise ValueError(f"{key}: expected one of {', '.join(map(repr, args))}, got {value!r}")
@@ -247,7 +253,9 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         return [coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is tuple:
         if not isinstance(value, list | tuple) or len(value) != len(args):
-            raise ValueError(f"{key}: expected a list of {len(args)} values ({describe(hint)}), got {value!r}")
+            raise ValueError(
+                f"{key}: expected a list of {len(args)} values ({describe(hint)}), got {value!r}"
+            )
         return tuple(coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if origin is dict:
         if not isinstance(value, dict):

@@ -86,7 +86,9 @@ def build_latents(config: DataConfig) -> tuple[Dataset, DataInfo]:
             f"data.resolution is {config.resolution} but the latent cache {config.path!r} was encoded at "
             f"{meta['resolution']}; set data.resolution: {meta['resolution']}"
         )
-    info = DataInfo("latent", tuple(meta["latent_shape"]), dataset.class_names, meta["vae"], meta.get("vae_subfolder"))
+    info = DataInfo(
+        "latent", tuple(meta["latent_shape"]), dataset.class_names, meta["vae"], meta.get("vae_subfolder")
+    )
     return dataset, info
 
 
@@ -121,7 +123,9 @@ def check_data_config(config: DataConfig) -> DatasetSpec:
     if config.num_workers < 0:
         raise ValueError(f"data.num_workers must be >= 0, got {config.num_workers}")
     if config.random_flip and spec.kind != "image":
-        raise ValueError(f"data.random_flip works on pixels only; data.dataset {config.dataset!r} holds {spec.kind}s")
+        raise ValueError(
+            f"data.random_flip works on pixels only; data.dataset {config.dataset!r} holds {spec.kind}s"
+        )
     return spec
 
 
@@ -159,7 +163,8 @@ class ShardedEpochBatches:
         self.batches_per_epoch = dataset_size // self.global_batch
         if self.batches_per_epoch == 0:
             raise ValueError(
-                f"data.batch_size: the global batch ({batch_size} x {num_processes} processes) is larger than "
+                f"data.batch_size: the global batch ({batch_size} x {num_processes} processes) is larger "
+                "than "
                 f"the dataset ({dataset_size} examples)"
             )
         self.dataset_size, self.batch_size, self.process_index = dataset_size, batch_size, process_index
@@ -179,7 +184,9 @@ class ShardedEpochBatches:
             epoch, batch = epoch + 1, 0
 
 
-def make_dataloader(dataset: Dataset, batches: ShardedEpochBatches, num_workers: int, pin_memory: bool) -> DataLoader:
+def make_dataloader(
+    dataset: Dataset, batches: ShardedEpochBatches, num_workers: int, pin_memory: bool
+) -> DataLoader:
     """A DataLoader over ``batches``; its own seeded generator keeps it off the global RNG (exact resume)."""
     return DataLoader(
         dataset,

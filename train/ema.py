@@ -1,4 +1,4 @@
-"""Exponential moving average of the weights: diffusers' ``EMAModel`` with DiT's constant decay and safe files.
+"""Exponential moving average of the weights: diffusers' ``EMAModel``, DiT's constant decay, safe files.
 
 diffusers' ``EMAModel`` never uses a constant decay: without ``use_ema_warmup`` it ramps as
 ``(1 + s) / (10 + s)``, which only reaches 0.9999 after ~90k steps. DiT, LaMamba-Diff and DiMSUM update with
@@ -48,13 +48,16 @@ class EMA(EMAModel):
     def save(self, folder: str | Path, shard: int | None = None) -> None:
         """Write the shadow weights (safetensors) and the counters (JSON) into ``folder``.
 
-        ``shard``: this process's index when the parameters are sharded (FSDP), so each process saves its part.
+        ``shard``: this process's index when the parameters are sharded (FSDP): each process saves its part.
         """
         weights_file, state_file = ema_files(shard)
         folder = Path(folder)
         state = self.state_dict()
         shadow = state.pop("shadow_params")
-        save_file({f"shadow.{i}": p.detach().cpu().contiguous() for i, p in enumerate(shadow)}, folder / weights_file)
+        save_file(
+            {f"shadow.{i}": p.detach().cpu().contiguous() for i, p in enumerate(shadow)},
+            folder / weights_file,
+        )
         (folder / state_file).write_text(json.dumps(state | {"warmup": self.warmup}, indent=1))
 
     def load(self, folder: str | Path, shard: int | None = None) -> None:
@@ -63,7 +66,9 @@ class EMA(EMAModel):
         folder = Path(folder)
         state = json.loads((folder / state_file).read_text())
         if state.pop("warmup") != self.warmup:
-            raise ValueError(f"ema.warmup differs from the checkpoint in {folder}; resume with the same EMA config")
+            raise ValueError(
+                f"ema.warmup differs from the checkpoint in {folder}; resume with the same EMA config"
+            )
         tensors = load_file(folder / weights_file)
         if len(tensors) != len(self.shadow_params):
             raise ValueError(
@@ -71,6 +76,7 @@ class EMA(EMAModel):
                 f"the model has {len(self.shadow_params)} parameters"
             )
         state["shadow_params"] = [
-            tensors[f"shadow.{i}"].to(device=p.device, dtype=p.dtype) for i, p in enumerate(self.shadow_params)
+            tensors[f"shadow.{i}"].to(device=p.device, dtype=p.dtype)
+            for i, p in enumerate(self.shadow_params)
         ]
         self.load_state_dict(state)

@@ -50,7 +50,7 @@ class TrainResult:
 
 
 def train(config: TrainConfig) -> TrainResult:
-    """Train ``config.model`` on ``config.data``; return where the checkpoint and the pipeline were written."""
+    """Train ``config.model`` on ``config.data``; return where the checkpoint and pipeline were written."""
     family = validate_config(config)
     output_dir = Path(config.output_dir)
     resume_from = resolve_resume(config.resume, output_dir)
@@ -120,7 +120,9 @@ def train(config: TrainConfig) -> TrainResult:
         config.seed,
         position,
     )
-    loader = iter(make_dataloader(dataset, batches, config.data.num_workers, accelerator.device.type == "cuda"))
+    loader = iter(
+        make_dataloader(dataset, batches, config.data.num_workers, accelerator.device.type == "cuda")
+    )
 
     # 5. Trackers and progress bar.
     run_name = config.logging.run_name or output_dir.name
@@ -132,11 +134,14 @@ def train(config: TrainConfig) -> TrainResult:
         to_dict(config),
         accelerator.is_main_process,
     )
-    global_batch = config.data.batch_size * accelerator.num_processes * config.optim.gradient_accumulation_steps
+    global_batch = (
+        config.data.batch_size * accelerator.num_processes * config.optim.gradient_accumulation_steps
+    )
     accelerator.print(
         f"ssmgen.train: {family.name} ({num_parameters / 1e6:.2f}M parameters) on {config.data.dataset} "
         f"({len(dataset)} examples {tuple(data_info.sample_shape)}), objective {objective.name}, "
-        f"{accelerator.num_processes} process(es) [{accelerator.distributed_type.value}], global batch {global_batch}, "
+        f"{accelerator.num_processes} process(es) [{accelerator.distributed_type.value}], "
+        f"global batch {global_batch}, "
         + (f"resuming from {resume_from} at step {step}" if resume_from else "starting at step 0")
     )
     trackers_used = trackers.describe()
@@ -154,47 +159,36 @@ def train(config: TrainConfig) -> TrainResult:
     final_checkpoint, final_pipeline = resume_from, None
     try:
         while step < config.max_steps:
-            step_losses, step_metrics = [], {}
+            # One optimizer step: accumulate gradients over micro-batches, clip, update, schedule, EMA.
+            micro_losses, micro_metrics = [], []
             for _ in range(config.optim.gradient_accumulation_steps):
-                batch = {k: v.to(accelerator.device, non_blocking=True) for k, v in next(loader).items()}
+                batch = prepare_batch(next(loader), accelerator, family, config, data_info)
                 position.advance(batches.batches_per_epoch)
-                sample = random_flip(batch["sample"]) if config.data.random_flip else batch["sample"]
-                if family.conditioning == "class" and not family.drops_conditions_itself:
-                    batch["class_labels"] = drop_labels(
-                        batch["class_labels"], config.model.cond_dropout_prob, data_info
-                    )
                 with accelerator.accumulate(model):
-                    loss, metrics = objective.loss(partial(predict, model, family, batch=batch), sample)
+                    loss, metrics = objective.loss(
+                        partial(predict, model, family, batch=batch), batch["sample"]
+                    )
                     global_loss = accelerator.reduce(loss.detach().float(), reduction="mean")
-                    if not torch.isfinite(global_loss):
-                        raise NonFiniteLossError(f"the loss is {global_loss.item()} at step {step + 1}; stopping")
+                    micro_losses.append(finite_or_stop(global_loss, "loss", step + 1))
                     accelerator.backward(loss)
                     if accelerator.sync_gradients:
-                        grad_norm = accelerator.clip_grad_norm_(
-                            model.parameters(), config.optim.max_grad_norm or math.inf
-                        )
-                        if grad_norm is None:  # DeepSpeed clips inside its engine and reports no norm here
-                            grad_norm = torch.tensor(math.nan)
-                        elif not torch.isfinite(grad_norm) and config.mixed_precision != "fp16":
-                            raise NonFiniteLossError(
-                                f"the gradient norm is {grad_norm.item()} at step {step + 1}; stopping"
-                            )
+                        grad_norm = clip_gradients(accelerator, model, config, step + 1)
                     optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
-                step_losses.append(global_loss.item())
-                for key, value in metrics.items():
-                    step_metrics.setdefault(key, []).append(accelerator.reduce(value.float(), reduction="mean").item())
+                micro_metrics.append(
+                    {k: accelerator.reduce(v.float(), reduction="mean").item() for k, v in metrics.items()}
+                )
             if not accelerator.optimizer_step_was_skipped:
                 lr_scheduler.step()
             ema.step(model.parameters())
             step += 1
             progress_bar.update(1)
-            window.add(sum(step_losses) / len(step_losses), {k: sum(v) / len(v) for k, v in step_metrics.items()})
+            window.add(mean(micro_losses), {k: mean([m[k] for m in micro_metrics]) for k in micro_metrics[0]})
 
             if step % config.logging.every_steps == 0 or step == config.max_steps:
                 logs = window.flush() | {
                     "lr": lr_scheduler.get_last_lr()[0],
-                    "grad_norm": float(grad_norm),
+                    "grad_norm": grad_norm,
                     "ema_decay": ema.cur_decay_value or 0.0,
                     "epoch": position.epoch + position.batch / batches.batches_per_epoch,
                     "steps_per_second": window.steps_per_second(step),
@@ -219,7 +213,9 @@ def train(config: TrainConfig) -> TrainResult:
             if wants_samples or wants_export:
                 pipeline = ema_pipeline(accelerator, model, ema, family, objective, data_info)
                 if pipeline is not None and wants_samples:
-                    trackers.log_image("samples", sample_grid(pipeline, family, data_info, config, accelerator), step)
+                    trackers.log_image(
+                        "samples", sample_grid(pipeline, family, data_info, config, accelerator), step
+                    )
                 if pipeline is not None and wants_export:
                     folder = output_dir / (PIPELINE_DIR if is_last else f"{PIPELINE_DIR}-{step}")
                     final_pipeline = write_folder_atomically(
@@ -250,12 +246,14 @@ def multi_process_without_gpu() -> bool:
     accelerate then starts N unconnected single-process runs unless ``cpu=True``, which makes it use gloo
     (``MULTI_CPU``) so that the processes form one DDP group.
     """
-    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    has_accelerator = (
+        torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    )
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator
 
 
 def check_ema_supported(accelerator: Accelerator) -> None:
-    """The EMA keeps a copy of every parameter a process holds, which ZeRO-3's partitioned parameters break."""
+    """The EMA copies every parameter a process holds, which ZeRO-3's partitioned parameters break."""
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         stage = accelerator.state.deepspeed_plugin.deepspeed_config["zero_optimization"]["stage"]
         if stage == 3:
@@ -265,12 +263,53 @@ def check_ema_supported(accelerator: Accelerator) -> None:
             )
 
 
+def prepare_batch(
+    batch: dict[str, torch.Tensor],
+    accelerator: Accelerator,
+    family: ModelFamily,
+    config: TrainConfig,
+    data: DataInfo,
+) -> dict[str, torch.Tensor]:
+    """Move a batch to the device, flip its images and drop its labels (each draw from the global RNG)."""
+    batch = {key: value.to(accelerator.device, non_blocking=True) for key, value in batch.items()}
+    if config.data.random_flip:
+        batch["sample"] = random_flip(batch["sample"])
+    if family.conditioning == "class" and not family.drops_conditions_itself:
+        batch["class_labels"] = drop_labels(batch["class_labels"], config.model.cond_dropout_prob, data)
+    return batch
+
+
+def finite_or_stop(value: torch.Tensor, what: str, step: int) -> float:
+    """``value`` as a float, or :class:`NonFiniteLossError` naming ``what`` and the step."""
+    if not torch.isfinite(value):
+        raise NonFiniteLossError(f"the {what} is {value.item()} at step {step}; stopping")
+    return value.item()
+
+
+def clip_gradients(accelerator: Accelerator, model: torch.nn.Module, config: TrainConfig, step: int) -> float:
+    """Clip to ``optim.max_grad_norm`` (if set) and return the norm before clipping.
+
+    A non-finite norm stops the run, except with fp16, where the gradient scaler skips that step by design.
+    DeepSpeed clips inside its engine and reports no norm here (NaN is logged).
+    """
+    norm = accelerator.clip_grad_norm_(model.parameters(), config.optim.max_grad_norm or math.inf)
+    if norm is None:
+        return math.nan
+    if config.mixed_precision == "fp16":
+        return norm.item()
+    return finite_or_stop(norm, "gradient norm", step)
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
+
 def every(step: int, interval: int) -> bool:
     return interval > 0 and step % interval == 0
 
 
 def drop_labels(labels: torch.Tensor, probability: float, data_info: DataInfo) -> torch.Tensor:
-    """Replace each label by the null class ``num_classes`` with ``probability`` (classifier-free guidance)."""
+    """Replace each label by the null class ``num_classes`` with ``probability`` (for CFG)."""
     if probability == 0.0:
         return labels
     drop = torch.rand(labels.shape[0], device=labels.device) < probability
@@ -356,7 +395,9 @@ def sample_grid(
             output_type="np",
         ).images
     else:
-        images = pipeline(batch_size=n, num_inference_steps=steps, generator=generator, output_type="np").images
+        images = pipeline(
+            batch_size=n, num_inference_steps=steps, generator=generator, output_type="np"
+        ).images
     pipeline.to("cpu")
     return image_grid(images)
 
@@ -370,9 +411,12 @@ def save_pipeline(pipeline: DiffusionPipeline, config: TrainConfig, folder: Path
 def summary(result: TrainResult, steps_run: int, global_batch: int, trackers: str) -> str:
     rate = steps_run / max(result.seconds, 1e-9)
     lines = [
-        f"ssmgen.train: done, {result.steps} steps ({steps_run} in this run) in {format_seconds(result.seconds)} "
+        f"ssmgen.train: done, {result.steps} steps ({steps_run} in this run) "
+        f"in {format_seconds(result.seconds)} "
         f"({rate:.2f} steps/s, {rate * global_batch:.1f} samples/s)",
-        f"  final loss  {result.final_loss:.5f}" if result.final_loss is not None else "  final loss  (no step run)",
+        f"  final loss  {result.final_loss:.5f}"
+        if result.final_loss is not None
+        else "  final loss  (no step run)",
         f"  checkpoint  {result.checkpoint}",
         f"  pipeline    {result.pipeline}  (DiffusionPipeline.from_pretrained)",
         f"  trackers    {trackers}; metrics in {result.output_dir / METRICS_FILE}"

@@ -2,8 +2,8 @@
 
 * ``eps``: DDPM noise prediction, ``|eps - eps_theta(x_t, t)|^2`` with integer t ~ U{0..T-1}.
 * ``flow``: velocity matching on the SiT GVP (DiMSUM) or linear path, t ~ U[0, 1) with t = 1 the data.
-* ``eps_vlb``: DiT/ADM "learned sigma" (IDDPM hybrid loss). The model outputs ``2C`` channels: ``C`` for eps and
-  ``C`` for ``v`` in [-1, 1] that interpolates the log-variance between the posterior variance and beta_t
+* ``eps_vlb``: DiT/ADM "learned sigma" (IDDPM hybrid loss). The model outputs ``2C`` channels: ``C`` for eps
+  and ``C`` for ``v`` in [-1, 1] that interpolates the log-variance between the posterior variance and beta_t
   (``LEARNED_RANGE``). Loss = MSE(eps) + ``vlb_weight`` x L_vlb, where L_vlb is the KL between the true
   posterior q(x_{t-1} | x_t, x_0) and the model's p(x_{t-1} | x_t) (at t = 0 the discretised Gaussian decoder
   NLL), in bits per dimension, computed with the eps prediction detached so that it trains only the variance.
@@ -115,13 +115,16 @@ class LearnedSigmaObjective(EpsilonObjective):
         channels = sample.shape[1]
         if output.shape[1] != 2 * channels or output.shape[2:] != sample.shape[2:]:
             raise ValueError(
-                f"objective 'eps_vlb' needs a model output of shape {(sample.shape[0], 2 * channels, *sample.shape[2:])} "
-                f"(eps and variance), got {tuple(output.shape)}"
+                "objective 'eps_vlb' needs a model output of shape "
+                f"{(sample.shape[0], 2 * channels, *sample.shape[2:])} (eps and variance), "
+                f"got {tuple(output.shape)}"
             )
         eps, variance_values = output.split(channels, dim=1)
         mse = mean_flat((eps - noise.float()) ** 2)
         # The VLB term sees a frozen eps: the mean is trained by the MSE alone (IDDPM section 3.1).
-        vlb = self.diffusion.vlb_bits_per_dim(sample.float(), noisy.float(), timesteps, eps.detach(), variance_values)
+        vlb = self.diffusion.vlb_bits_per_dim(
+            sample.float(), noisy.float(), timesteps, eps.detach(), variance_values
+        )
         loss = mse + self.config.vlb_weight * vlb
         return loss.mean(), {"mse": mse.mean().detach(), "vlb": vlb.mean().detach()}
 
@@ -144,7 +147,9 @@ class GaussianDiffusion:
             torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]])
         )
         self.posterior_mean_coef_x0 = betas * alphas_cumprod_prev.sqrt() / (1.0 - alphas_cumprod)
-        self.posterior_mean_coef_xt = (1.0 - alphas_cumprod_prev) * (1.0 - betas).sqrt() / (1.0 - alphas_cumprod)
+        self.posterior_mean_coef_xt = (
+            (1.0 - alphas_cumprod_prev) * (1.0 - betas).sqrt() / (1.0 - alphas_cumprod)
+        )
 
     def gather(self, table: torch.Tensor, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """``table[t]`` shaped (B, 1, ..., 1) in ``like``'s dtype and device."""
@@ -163,7 +168,9 @@ class GaussianDiffusion:
         abar = self.gather(self.alphas_cumprod, timesteps, xt)
         return (xt - (1.0 - abar).sqrt() * eps) / abar.sqrt()
 
-    def learned_range_log_variance(self, variance_values: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    def learned_range_log_variance(
+        self, variance_values: torch.Tensor, timesteps: torch.Tensor
+    ) -> torch.Tensor:
         """LEARNED_RANGE: v in [-1, 1] -> log variance between log(posterior variance) and log(beta_t)."""
         min_log = self.gather(self.posterior_log_variance_clipped, timesteps, variance_values)
         max_log = self.gather(self.betas.log(), timesteps, variance_values)
@@ -183,16 +190,22 @@ class GaussianDiffusion:
         true_log_variance = self.gather(self.posterior_log_variance_clipped, timesteps, x0)
         model_mean = self.posterior_mean(self.predict_x0(xt, timesteps, eps), xt, timesteps)
         model_log_variance = self.learned_range_log_variance(variance_values, timesteps)
-        kl = mean_flat(normal_kl(true_mean, true_log_variance, model_mean, model_log_variance)) / math.log(2.0)
+        kl = mean_flat(normal_kl(true_mean, true_log_variance, model_mean, model_log_variance)) / math.log(
+            2.0
+        )
         decoder_nll = -mean_flat(
             discretized_gaussian_log_likelihood(x0, means=model_mean, log_scales=0.5 * model_log_variance)
         ) / math.log(2.0)
         return torch.where(timesteps == 0, decoder_nll, kl)
 
 
-def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
+def normal_kl(
+    mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor
+) -> torch.Tensor:
     """Elementwise KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) in nats."""
-    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+    return 0.5 * (
+        -1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2)
+    )
 
 
 def discretized_gaussian_log_likelihood(
@@ -217,8 +230,9 @@ def discretized_gaussian_log_likelihood(
 class FlowObjective:
     """Velocity matching on a SiT interpolant (DiMSUM): ``|v_theta(x_t, t) - dx_t/dt|^2`` with t ~ U[0, 1).
 
-    ``x_t = alpha(t) x_1 + sigma(t) x_0`` with x_1 the data and x_0 ~ N(0, I); the path (``objective.flow_path``:
-    ``gvp`` or ``linear``) comes from ``ssmgen.schedulers.FlowMatchingScheduler``, which also samples.
+    ``x_t = alpha(t) x_1 + sigma(t) x_0`` with x_1 the data and x_0 ~ N(0, I); the path
+    (``objective.flow_path``: ``gvp`` or ``linear``) comes from ``ssmgen.schedulers.FlowMatchingScheduler``,
+    which also samples.
     """
 
     name = "flow"
@@ -242,7 +256,8 @@ class FlowObjective:
         target = self.scheduler.velocity_target(noise, sample, t).float()
         if velocity.shape != target.shape:
             raise ValueError(
-                f"objective 'flow' needs a model output of shape {tuple(target.shape)}, got {tuple(velocity.shape)}"
+                f"objective 'flow' needs a model output of shape {tuple(target.shape)}, "
+                f"got {tuple(velocity.shape)}"
             )
         return (velocity - target).pow(2).mean(), {}
 
@@ -260,5 +275,7 @@ OBJECTIVES: dict[str, Callable[[ObjectiveConfig], Objective]] = {
 def build_objective(config: ObjectiveConfig) -> Objective:
     """The objective named by ``config.name``."""
     if config.name not in OBJECTIVES:
-        raise ValueError(f"objective.name: unknown objective {config.name!r}; allowed: {', '.join(OBJECTIVES)}")
+        raise ValueError(
+            f"objective.name: unknown objective {config.name!r}; allowed: {', '.join(OBJECTIVES)}"
+        )
     return OBJECTIVES[config.name](config)

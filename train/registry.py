@@ -7,8 +7,8 @@ Adding a model to ``ssmgen.train`` is one :func:`register_family` call. A family
 * ``data_kwargs(data_info, objective)``: constructor arguments the data and objective imply (channels, size,
   classes, learned-sigma outputs); a config that sets one of them differently is rejected;
 * ``objectives`` and ``data_kinds`` it supports, and its ``conditioning`` (``none`` or ``class``);
-* ``export_pipeline(model, objective, data_info)``: a ``DiffusionPipeline`` around the trained (EMA) model that
-  ``save_pretrained`` writes and ``DiffusionPipeline.from_pretrained`` loads;
+* ``export_pipeline(model, objective, data_info)``: a ``DiffusionPipeline`` around the trained (EMA) model
+  that ``save_pretrained`` writes and ``DiffusionPipeline.from_pretrained`` loads;
 * ``drops_conditions_itself``: the model's label embedder does classifier-free-guidance dropout in ``train()``
   (given ``cond_dropout_prob`` through ``data_kwargs``); otherwise the loop replaces labels by the null class
   id ``num_classes``.
@@ -62,11 +62,15 @@ def register_family(family: ModelFamily) -> ModelFamily:
 
 def get_family(name: str) -> ModelFamily:
     if name not in FAMILIES:
-        raise ValueError(f"model.family: unknown model family {name!r}; allowed: {', '.join(sorted(FAMILIES))}")
+        raise ValueError(
+            f"model.family: unknown model family {name!r}; allowed: {', '.join(sorted(FAMILIES))}"
+        )
     return FAMILIES[name]
 
 
-def table_builder(model_cls: type[ModelMixin], presets: dict[str, dict[str, Any]]) -> Callable[..., ModelMixin]:
+def table_builder(
+    model_cls: type[ModelMixin], presets: dict[str, dict[str, Any]]
+) -> Callable[..., ModelMixin]:
     """``build`` for a model without ``from_preset``: preset arguments from ``presets``, then ``kwargs``."""
 
     def build(preset: str | None, kwargs: dict[str, Any]) -> ModelMixin:
@@ -76,7 +80,7 @@ def table_builder(model_cls: type[ModelMixin], presets: dict[str, dict[str, Any]
 
 
 def from_preset_builder(model_cls: Any) -> Callable[..., ModelMixin]:
-    """``build`` for an ssmgen model: ``model_cls.from_preset(preset, **kwargs)`` or ``model_cls(**kwargs)``."""
+    """``build`` for an ssmgen model: ``model_cls.from_preset(preset, **kwargs)``, or the class itself."""
 
     def build(preset: str | None, kwargs: dict[str, Any]) -> ModelMixin:
         return model_cls.from_preset(preset, **kwargs) if preset else model_cls(**kwargs)
@@ -117,7 +121,8 @@ def validate_config(config: TrainConfig) -> ModelFamily:
     spec = check_data_config(config.data)
     if spec.kind not in family.data_kinds:
         raise ValueError(
-            f"data.dataset: {config.data.dataset!r} holds {spec.kind} data, which model.family {family.name!r} "
+            f"data.dataset: {config.data.dataset!r} holds {spec.kind} data, "
+            f"which model.family {family.name!r} "
             f"cannot train on; it takes: {', '.join(family.data_kinds)}"
         )
     check_numbers(config)
@@ -165,25 +170,31 @@ def constructor_arguments(model_cls: type) -> list[str]:
     return [name for name, p in parameters.items() if name != "self" and p.kind is not p.VAR_KEYWORD]
 
 
-def build_model(family: ModelFamily, config: TrainConfig, data_info: DataInfo, objective: Objective) -> ModelMixin:
+def build_model(
+    family: ModelFamily, config: TrainConfig, data_info: DataInfo, objective: Objective
+) -> ModelMixin:
     """The family's model sized for the data; ``model.kwargs`` may not contradict what the data implies."""
     if family.conditioning == "class" and data_info.num_classes is None:
         raise ValueError(
-            f"model.family {family.name!r} is class-conditional but data.dataset {config.data.dataset!r} has no "
+            f"model.family {family.name!r} is class-conditional but data.dataset {config.data.dataset!r} "
+            "has no "
             "class labels (put the images in one subfolder per class)"
         )
     implied = family.data_kwargs(data_info, objective, config.model.cond_dropout_prob)
     for key, value in config.model.kwargs.items():
         if key in implied and implied[key] != value:
             raise ValueError(
-                f"model.kwargs.{key}={value!r} contradicts the data/objective, which need {key}={implied[key]!r}; "
+                f"model.kwargs.{key}={value!r} contradicts the data/objective, "
+                f"which need {key}={implied[key]!r}; "
                 "remove it from model.kwargs"
             )
     return family.build(config.model.preset, {**config.model.kwargs, **implied})
 
 
-def predict(model: torch.nn.Module, family: ModelFamily, sample: torch.Tensor, timesteps: torch.Tensor, batch: dict):
-    """Model output for ``sample`` at ``timesteps`` with the batch's conditions (the shared call convention)."""
+def predict(
+    model: torch.nn.Module, family: ModelFamily, sample: torch.Tensor, timesteps: torch.Tensor, batch: dict
+):
+    """Model output for ``sample`` at ``timesteps`` with the batch's conditions (the shared convention)."""
     if family.conditioning == "class":
         return model(sample, timesteps, class_labels=batch["class_labels"], return_dict=False)[0]
     return model(sample, timesteps, return_dict=False)[0]
@@ -203,7 +214,7 @@ UNET2D_PRESETS: dict[str, dict[str, Any]] = {
         "norm_num_groups": 8,
         "attention_head_dim": 16,
     },
-    # DDPM's CIFAR-10 network (Ho et al. 2020, 35.7M parameters): channel multipliers (1, 2, 2, 2), two residual
+    # The layout of DDPM's CIFAR-10 network (Ho et al. 2020): channel multipliers (1, 2, 2, 2), two residual
     # blocks per resolution, single-head self-attention at 16x16, dropout 0.1.
     "ddpm-cifar10": {
         "block_out_channels": (128, 256, 256, 256),

@@ -99,7 +99,7 @@ class WandbTracker:
 
 
 def wandb_mode() -> str:
-    """``WANDB_MODE`` if set, else ``online`` when an API key exists and the server answers, else ``offline``."""
+    """``WANDB_MODE`` if set, else ``online`` with an API key and a reachable server, else ``offline``."""
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
     host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
@@ -167,7 +167,9 @@ class Trackers:
 
     def describe(self) -> str:
         return (
-            ", ".join(f"{b.name} ({b.mode})" if isinstance(b, WandbTracker) else b.name for b in self.backends)
+            ", ".join(
+                f"{b.name} ({b.mode})" if isinstance(b, WandbTracker) else b.name for b in self.backends
+            )
             or "none"
         )
 
@@ -187,5 +189,7 @@ class Trackers:
             try:
                 getattr(backend, method)(*args)
             except Exception as error:  # a tracker must never stop training
-                warnings.warn(f"tracker {backend.name!r} failed in {method} and is disabled: {error}", stacklevel=3)
+                warnings.warn(
+                    f"tracker {backend.name!r} failed in {method} and is disabled: {error}", stacklevel=3
+                )
                 self.backends.remove(backend)

@@ -3,7 +3,8 @@
 Examples are dicts: ``{"sample": (C, H, W) float32, "class_labels": int64 scalar}`` (no ``class_labels`` for
 unconditional data), so the default collate gives the batches the training loop expects.
 
-A latent cache (written once by ``python -m ssmgen.train.encode_latents``, the fast-DiT approach) is a folder::
+A latent cache (written once by ``python -m ssmgen.train.encode_latents``, the fast-DiT approach) is a
+folder::
 
     latents.npy   (N, C, h, w) float16/float32, already multiplied by the autoencoder's scaling factor
     labels.npy    (N,) int64 (-1 everywhere for unconditional data)
@@ -88,7 +89,8 @@ class ImageFolderDataset(Dataset):
             ]
         if not self.items:
             raise ValueError(
-                f"data.path: no images ({', '.join(IMAGE_EXTENSIONS)}) in {str(root)!r} or its class subfolders"
+                f"data.path: no images ({', '.join(IMAGE_EXTENSIONS)}) in {str(root)!r} "
+                "or its class subfolders"
             )
 
     def __len__(self) -> int:

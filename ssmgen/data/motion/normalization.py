@@ -17,8 +17,14 @@ from .features import feature_slices, num_joints_from_feature_dim
 __all__ = ["compute_mean_std", "denormalize", "load_mean_std", "normalize", "save_mean_std"]
 
 
-def compute_mean_std(features: np.ndarray | Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and group-averaged std (D,) float32 over all frames of features (N, D) or [(T_i, D), ...]."""
+def compute_mean_std(
+    features: np.ndarray | Sequence[np.ndarray], constant_std: float | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and group-averaged std (D,) float32 over all frames of features (N, D) or [(T_i, D), ...].
+
+    A group that is constant over all frames (e.g. foot contacts of a few motions that never lift a
+    foot) has std 0: that raises, unless ``constant_std`` gives the std to use for it instead.
+    """
     arrays = [features] if isinstance(features, np.ndarray) else list(features)
     if not arrays:
         raise ValueError("features must contain at least one motion")
@@ -34,7 +40,9 @@ def compute_mean_std(features: np.ndarray | Sequence[np.ndarray]) -> tuple[np.nd
     for name, group in feature_slices(num_joints_from_feature_dim(data.shape[-1])).items():
         std[group] = std[group].mean()
         if std[group][0] <= 0:
-            raise ValueError(f"feature group {name!r} is constant over all frames; its std would be 0")
+            if constant_std is None:
+                raise ValueError(f"feature group {name!r} is constant over all frames; its std would be 0")
+            std[group] = constant_std
     return mean.astype(np.float32), std.astype(np.float32)
 
 

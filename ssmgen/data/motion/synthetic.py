@@ -697,7 +697,8 @@ def build_synthetic_dataset(
 
     Writes ``new_joints/`` (the joints recovered from the features, as HumanML3D does), ``new_joint_vecs/``
     (263-d features), ``texts/``, ``train.txt`` / ``val.txt`` / ``test.txt`` (plus ``train_val.txt`` and
-    ``all.txt``), and ``Mean.npy`` / ``Std.npy`` over all motions (as ``cal_mean_variance`` does).
+    ``all.txt``), and ``Mean.npy`` / ``Std.npy`` over all motions (as ``cal_mean_variance`` does; a feature
+    group that is constant in a very small build, such as foot contacts, gets std 1).
     Ids are ``000000``, ``000001``, ... The same arguments give byte-identical files.
 
     Returns the output folder.
@@ -712,17 +713,18 @@ def build_synthetic_dataset(
         (out / folder).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     ids, all_features = [], []
-    for index in range(num_motions):
-        motion = generate_motion(rng, actions)
-        features = extract_features(motion.joints, T2M_SKELETON, fix_heading_wrap=True)
-        motion_id = f"{index:06d}"
-        np.save(out / "new_joint_vecs" / f"{motion_id}.npy", features)
-        np.save(out / "new_joints" / f"{motion_id}.npy", recover_from_ric(features))
-        lines = [format_caption_line(caption) for caption in motion.captions]
-        (out / "texts" / f"{motion_id}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
-        ids.append(motion_id)
-        all_features.append(features)
-    save_mean_std(out, *compute_mean_std(all_features))
+    with single_threaded():
+        for index in range(num_motions):
+            motion = generate_motion(rng, actions)
+            features = extract_features(motion.joints, T2M_SKELETON, fix_heading_wrap=True)
+            motion_id = f"{index:06d}"
+            np.save(out / "new_joint_vecs" / f"{motion_id}.npy", features)
+            np.save(out / "new_joints" / f"{motion_id}.npy", recover_from_ric(features))
+            lines = [format_caption_line(caption) for caption in motion.captions]
+            (out / "texts" / f"{motion_id}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+            ids.append(motion_id)
+            all_features.append(features)
+    save_mean_std(out, *compute_mean_std(all_features, constant_std=1.0))
 
     order = [ids[i] for i in rng.permutation(num_motions)]
     n_train = max(1, int(round(fractions[0] * num_motions)))

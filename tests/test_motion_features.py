@@ -245,6 +245,8 @@ def test_bad_inputs_raise_clear_errors():
     joints = random_motion(seed=10, frames=20)
     with pytest.raises(ValueError, match="22 joints"):
         extract_features(joints[:, :21], T2M_SKELETON)
+    with pytest.raises(ValueError, match="pass joints\\[:, :22\\]"):
+        extract_features(np.concatenate([joints, joints[:, :30]], axis=1), T2M_SKELETON)  # SMPL-H: 52 joints
     with pytest.raises(ValueError, match="NaN"):
         extract_features(np.where(np.arange(20)[:, None, None] == 3, np.nan, joints), T2M_SKELETON)
     with pytest.raises(ValueError, match="at least 2 frames"):

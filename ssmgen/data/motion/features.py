@@ -109,6 +109,11 @@ def _canonicalize(joints: torch.Tensor, skeleton: Skeleton) -> torch.Tensor:
 
 
 def _check_motion(joints, skeleton: Skeleton) -> torch.Tensor:
+    if getattr(joints, "ndim", 0) == 3 and joints.shape[1] > skeleton.num_joints:
+        raise ValueError(
+            f"joints must have {skeleton.num_joints} joints for this skeleton, got {joints.shape[1]}; HumanML3D "
+            f"keeps the first {skeleton.num_joints} (SMPL order), so pass joints[:, :{skeleton.num_joints}]"
+        )
     joints = check_joints(joints, skeleton.num_joints, min_frames=2)
     parents = torch.tensor(skeleton.parents[1:])
     bone_lengths = torch.linalg.vector_norm(joints[:, 1:] - joints[:, parents], dim=-1)

@@ -7,9 +7,9 @@ written as joint-angle curves on a 22-joint body with the t2m bone lengths, pose
 placed on the ground:
 
 - the root height keeps the lowest foot joint on the floor, plus a flight height for jumps and runs;
-- while a foot is on the ground the root moves so that the *lowest* foot stays put (no foot sliding, so
-  walking speed follows from stride and cadence); in flight the root keeps its last ground velocity plus
-  the action's push.
+- on the ground the root moves so that the planted foot stays put (no foot sliding, so walking speed
+  follows from stride and cadence); walks and runs plant the foot their gait phase says, other actions
+  the lower foot; in flight a run keeps its last ground velocity, a jump moves by its push only.
 
 Actions start and end at the rest pose (raised-cosine ramps), so they can be chained. Captions come from
 templates (``captions``): three whole-motion captions per motion and, for two-action motions, one caption
@@ -121,20 +121,18 @@ class _Pose:
         self._add(joint, PITCH, -np.asarray(flexion))
         self._add(joint, ROLL, side * np.asarray(outward))
 
-    def spine(self, lean=0.0, twist=0.0, bend=0.0) -> None:
-        """Forward lean, twist to the left and side bend to the left, spread over the three spine joints."""
+    def spine(self, lean=0.0, twist=0.0) -> None:
+        """Forward lean and twist to the left, spread over the three spine joints."""
         for joint in (SPINE1, SPINE2, SPINE3):
             self._add(joint, PITCH, np.asarray(lean) / 3)
             self._add(joint, YAW, np.asarray(twist) / 3)
-            self._add(joint, ROLL, -np.asarray(bend) / 3)
 
     def pelvis(self, tilt=0.0, twist=0.0) -> None:
         self._add(PELVIS, PITCH, tilt)
         self._add(PELVIS, YAW, twist)
 
-    def head(self, nod=0.0, turn=0.0) -> None:
+    def head(self, nod=0.0) -> None:
         self._add(NECK, PITCH, nod)
-        self._add(NECK, YAW, turn)
 
     def keep_feet_flat(self) -> None:
         """Set the ankles so each foot's pitch cancels the pelvis, hip and knee pitch above it."""

@@ -157,3 +157,19 @@ def test_a_noise_generator_is_at_chance_level_and_far_in_fid():
         evaluate_motion(lambda c, n, g: torch.zeros(len(c), 2, NUM_FEATURES), dataset, MeanPoseEvaluator(dataset))
     with pytest.raises(ValueError, match="diversity_pairs"):
         evaluate_motion(noise, dataset[:200], MeanPoseEvaluator(dataset))
+
+    class NormalisedDataset(list):
+        normalize = True
+
+    with pytest.raises(ValueError, match="normalize=False"):
+        evaluate_motion(noise, NormalisedDataset(dataset), MeanPoseEvaluator(dataset))
+
+
+def test_collate_reads_the_text_key_of_ssmgen_datasets_and_checks_lengths():
+    items = [dict(motion=np.zeros((5, 2)), text="walk", length=4), dict(motion=np.ones((3, 2)), caption="run")]
+    batch = collate_motion_text(items)
+    assert batch.captions == ["walk", "run"] and batch.lengths.tolist() == [4, 3] and batch.motions.shape == (2, 5, 2)
+    with pytest.raises(ValueError, match="length"):
+        collate_motion_text([dict(motion=np.zeros((3, 2)), text="x", length=4)])
+    with pytest.raises(ValueError, match="'text' or 'caption'"):
+        collate_motion_text([dict(motion=np.zeros((3, 2)))])

@@ -159,6 +159,11 @@ def test_vectorizer_follows_the_original_tokens_pos_and_padding(assets):
     tag_names += ["Loc_VIP", "Body_VIP", "Obj_VIP", "Act_VIP", "Desc_VIP", "OTHER"]
     assert [tag_names[j] for j in tags[0, :6].argmax(-1)] == ["OTHER", "DET", "Act_VIP", "Loc_VIP", "OTHER", "OTHER"]
     assert tag_names[int(tags[1, 1].argmax())] == "OTHER"  # a tag the original does not know
+    # tokens already framed and padded by Text2MotionDataset encode the same
+    framed = ["sos/OTHER", "a/DET", "walk/NOUN", "left/ADV", "xyzzy/NOUN", "eos/OTHER"] + ["unk/OTHER"] * 16
+    again = vectorizer.encode([framed])
+    torch.testing.assert_close(again[0][0], words[0]) and torch.testing.assert_close(again[1][0], tags[0])
+    assert again[2].tolist() == [6]
 
 
 class _Exploit:

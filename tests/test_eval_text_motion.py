@@ -48,7 +48,7 @@ def compositional_motions(num_items: int, seed: int) -> list[dict]:
 @pytest.fixture(scope="module")
 def trained():
     return train_text_motion_evaluator(
-        compositional_motions(512, seed=0), epochs=12, hidden_size=64, embed_dim=32, progress=False
+        compositional_motions(384, seed=0), epochs=8, hidden_size=64, embed_dim=32, progress=False
     )
 
 
@@ -64,7 +64,9 @@ def test_training_makes_held_out_retrieval_far_better_than_chance(trained):
     held_out = compositional_motions(256, seed=1)
     learned = retrieval(trained, held_out)
     untrained = ContrastiveTextMotionEvaluator(trained.config.vocabulary, 8, embed_dim=32, hidden_size=64)
-    assert learned[2] >= 0.8  # top-3 (chance: 3 / 32; 32 distinct captions make exact ties likely)
+    # top-3 (chance 3 / 32); with 32 distinct captions a group holds several motions of the same
+    # caption, which a perfect evaluator cannot order, so top-1 stays well below 1
+    assert learned[2] >= 0.8
     assert learned[2] > retrieval(untrained, held_out)[2] + 0.5
 
 
@@ -94,6 +96,26 @@ def test_the_trained_evaluator_plugs_into_evaluate_motion(trained):
             from_caption, dataset, trained, repeats=1, diversity_pairs=100, mm_num_captions=0, progress=False
         )
     assert results["r_precision_top_3"][0] > 0.6 and results["fid"][0] < results["gt_diversity"][0] ** 2
+
+
+def test_trains_and_evaluates_on_the_built_in_synthetic_motion_dataset(tmp_path):
+    from ssmgen.data.motion import Text2MotionDataset, build_synthetic_dataset
+
+    root = build_synthetic_dataset(tmp_path / "synthetic", num_motions=40, seed=0, split_fractions=(0.8, 0.1, 0.1))
+    train = Text2MotionDataset(root, "train", normalize=False, seed=0)  # evaluators take raw features
+    evaluator = train_text_motion_evaluator(train, epochs=2, hidden_size=32, embed_dim=16, progress=False)
+    assert evaluator.config.num_features == 263 and "person" in evaluator.config.vocabulary
+
+    def standing_still(captions, lengths, generator):  # the same (all-zero) motion for every caption
+        return torch.zeros(len(captions), int(lengths.max()), 263)
+
+    with torch.no_grad():
+        results = evaluate_motion(
+            standing_still, train, evaluator, repeats=1, diversity_pairs=10, mm_num_captions=0, progress=False
+        )
+    assert all(np.isfinite(mean) for mean, _ in results.values())
+    assert results["diversity"][0] == pytest.approx(0.0, abs=1e-5)  # every generated motion is the same
+    assert results["gt_diversity"][0] > 0.0
 
 
 def test_contrastive_loss_closed_forms():

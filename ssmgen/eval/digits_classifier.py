@@ -87,7 +87,7 @@ def train_digits_classifier(
     out_dir: str | os.PathLike,
     resolution: int = 16,
     seed: int = 0,
-    epochs: int = 10,
+    epochs: int = 8,
     batch_size: int = 32,
     learning_rate: float = 3e-3,
     held_out_fraction: float = 0.2,
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("out_dir", help="folder to write config.json, safetensors weights and training.json")
     parser.add_argument("--resolution", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--epochs", type=int, default=8)
     args = parser.parse_args(argv)
     train_digits_classifier(args.out_dir, resolution=args.resolution, seed=args.seed, epochs=args.epochs)
     summary = json.loads((Path(args.out_dir) / "training.json").read_text())

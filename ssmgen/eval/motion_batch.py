@@ -1,9 +1,11 @@
 """The text-motion batch that motion evaluators and metrics consume.
 
-A dataset item is a mapping with ``"motion"`` (T, F) raw (un-normalised) motion features,
-``"caption"`` (str), optionally ``"length"`` (int, default T) and ``"tokens"`` (list of
-``"word/POS"`` strings, as in HumanML3D's ``texts/*.txt``; the T2M evaluator needs them).
-Each evaluator normalises motions with its own statistics, so items always carry raw features.
+A dataset item is a mapping with ``"motion"`` (T, F) raw (un-normalised) motion features, the
+caption as ``"text"`` (the key of :class:`ssmgen.data.motion.Text2MotionDataset`) or ``"caption"``,
+optionally ``"length"`` (int, default T) and ``"tokens"`` (``"word/POS"`` strings as in HumanML3D's
+``texts/*.txt``, raw or already framed with ``sos``/``eos``; the T2M evaluator needs them).
+Each evaluator normalises motions with its own statistics, so items always carry raw features:
+build ``Text2MotionDataset(..., normalize=False)`` for evaluation.
 """
 
 from __future__ import annotations
@@ -38,6 +40,14 @@ def pad_motions(motions: Sequence[torch.Tensor | np.ndarray]) -> torch.Tensor:
     return torch.nn.utils.rnn.pad_sequence([t.float() for t in tensors], batch_first=True)
 
 
+def item_caption(item: Mapping) -> str:
+    """The caption of a dataset item: its ``"text"`` or ``"caption"`` entry."""
+    for key in ("text", "caption"):
+        if key in item:
+            return str(item[key])
+    raise ValueError(f"a motion item needs a 'text' or 'caption' entry, got keys {sorted(item)}")
+
+
 def collate_motion_text(items: Sequence[Mapping]) -> MotionTextBatch:
     """Collate dataset items (see the module docstring) into a :class:`MotionTextBatch`."""
     if len(items) == 0:
@@ -46,7 +56,7 @@ def collate_motion_text(items: Sequence[Mapping]) -> MotionTextBatch:
     lengths = torch.tensor([int(item.get("length", len(item["motion"]))) for item in items], dtype=torch.long)
     if (lengths < 1).any() or (lengths > torch.tensor([len(item["motion"]) for item in items])).any():
         raise ValueError(f"each length must be in [1, len(motion)], got {lengths.tolist()}")
-    captions = [str(item["caption"]) for item in items]
+    captions = [item_caption(item) for item in items]
     with_tokens = ["tokens" in item for item in items]
     if any(with_tokens) and not all(with_tokens):
         raise ValueError("either every item or no item must carry 'tokens'")

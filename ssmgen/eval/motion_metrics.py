@@ -179,6 +179,8 @@ def evaluate_motion(
         ``mm_dist``, ``diversity``, ``multimodality`` and the real-data references
         ``gt_r_precision_top_*``, ``gt_mm_dist``, ``gt_diversity``.
     """
+    if getattr(dataset, "normalize", False):
+        raise ValueError("the dataset normalises its motions; evaluators take raw features (use normalize=False)")
     num_items = len(dataset)
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")

@@ -134,10 +134,13 @@ class GloVeVectorizer:
     def encode(self, token_lists: list[list[str]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Token lists -> word vectors (B, 22, 300), POS one-hots (B, 22, 15), lengths (B,).
 
-        Captions are cut to 20 words, wrapped in ``sos``/``eos`` and padded with ``unk``.
+        Captions are cut to 20 words, wrapped in ``sos``/``eos`` and padded with ``unk``. Token lists
+        that are already framed (``Text2MotionDataset`` items) are unwrapped first.
         """
         words, tags, lengths = [], [], []
         for tokens in token_lists:
+            if tokens and tokens[0] == "sos/OTHER":
+                tokens = tokens[1 : tokens.index("eos/OTHER")] if "eos/OTHER" in tokens else tokens[1:]
             tokens = ["sos/OTHER", *tokens[:MAX_TEXT_LEN], "eos/OTHER"]
             lengths.append(len(tokens))
             tokens += ["unk/OTHER"] * (MAX_TEXT_LEN + 2 - len(tokens))

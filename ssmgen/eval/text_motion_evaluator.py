@@ -30,7 +30,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from ssmgen.eval.motion_batch import MotionTextBatch, collate_motion_text
+from ssmgen.eval.motion_batch import MotionTextBatch, collate_motion_text, item_caption
 from ssmgen.eval.t2m_evaluator import bigru_last_states, projection_head
 
 PAD, UNKNOWN = "<pad>", "<unk>"
@@ -165,7 +165,7 @@ def train_text_motion_evaluator(
     seed: int = 0,
     progress: bool = True,
 ) -> ContrastiveTextMotionEvaluator:
-    """Train the evaluator on dataset items (``motion`` (T, F), ``caption``, optional ``length``).
+    """Train the evaluator on dataset items (see :mod:`ssmgen.eval.motion_batch`; raw motion features).
 
     The vocabulary and the motion statistics come from ``dataset``. With ``out_dir`` the model is
     saved with ``save_pretrained`` (plus ``training.json`` with the final loss).
@@ -175,7 +175,7 @@ def train_text_motion_evaluator(
     torch.manual_seed(seed)
     first = dataset[0]
     evaluator = ContrastiveTextMotionEvaluator(
-        vocabulary=build_vocabulary([item["caption"] for item in dataset], min_count),
+        vocabulary=build_vocabulary([item_caption(item) for item in dataset], min_count),
         num_features=int(torch.as_tensor(first["motion"]).shape[-1]),
         embed_dim=embed_dim,
         hidden_size=hidden_size,

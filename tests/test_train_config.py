@@ -128,7 +128,7 @@ def test_every_shipped_config_is_a_yaml_mapping():
     paths = shipped_configs()
     names = {p.stem for p in paths}
     assert {"digits_unet2d", "digits_dit", "tiny_unet2d", "tiny_dit"} <= names
-    assert {"lamamba_diff_xl2_imagenet256", "dimsum_l2_imagenet256", "motion_mamba_humanml3d_vae"} <= names
+    assert {"lamamba_diff_xl_imagenet256", "dimsum_l2_imagenet256", "motion_mamba_humanml3d_vae"} <= names
     for path in paths:
         assert isinstance(yaml.safe_load(path.read_text()), dict), path
 

@@ -5,8 +5,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL
+from diffusers import AutoencoderKL, DiffusionPipeline
 from PIL import Image
+from test_train_support import run_in_process, tiny_config
 from torchvision import transforms
 
 from ssmgen.data.images import ImageFolderDataset, LatentCacheDataset, center_crop_arr, random_flip
@@ -183,3 +184,20 @@ def test_encode_latents_refuses_a_resolution_the_autoencoder_cannot_halve(tmp_pa
     tiny_autoencoder(tmp_path / "vae")
     with pytest.raises(ValueError, match="resolution 15 is not a multiple"):
         encode_latents(str(tmp_path / "vae"), digit_folder, 15, tmp_path / "cache", device="cpu")
+
+
+def test_dit_trains_on_a_latent_cache_and_exports_the_autoencoder(tmp_path, digit_folder):
+    import ssmgen.pipelines  # noqa: F401  (registers the ssmgen pipeline classes with diffusers)
+
+    tiny_autoencoder(tmp_path / "vae")
+    cache = encode_latents(
+        str(tmp_path / "vae"), digit_folder, 16, tmp_path / "cache", flip=True, device="cpu"
+    )
+    overrides = ["--data.dataset", "latents", "--data.path", str(cache), "--data.resolution", "16"]
+    overrides += ["--data.batch_size", "4", "--max_steps", "3"]
+    result = run_in_process(tiny_config("dit", tmp_path / "run", *overrides))
+    pipeline = DiffusionPipeline.from_pretrained(result.pipeline)
+    assert isinstance(pipeline.vae, AutoencoderKL) and pipeline.model.config.sample_size == 8
+    assert not pipeline.scheduler.config.clip_sample  # latents are not confined to [-1, 1]
+    images = pipeline(class_labels=[0, 1], num_inference_steps=2, guidance_scale=1.5, output_type="np").images
+    assert images.shape == (2, 16, 16, 3)

@@ -1,7 +1,10 @@
 """The shared loop in-process: tiny models train, export loadable pipelines, stop on NaN, log to trackers."""
 
+import json
+import math
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DDPMPipeline, DiffusionPipeline, UNet2DModel
@@ -11,8 +14,10 @@ from test_train_support import logged_losses, run_in_process, tiny_config
 from ssmgen.train import FAMILIES, NonFiniteLossError
 from ssmgen.train.checkpointing import list_checkpoints
 from ssmgen.train.config import EMAConfig
+from ssmgen.train.data import DataInfo
 from ssmgen.train.ema import EMA
-from ssmgen.train.registry import UNET2D_PRESETS, ModelFamily, table_builder, unet2d_data_kwargs
+from ssmgen.train.loop import drop_labels
+from ssmgen.train.registry import UNET2D_PRESETS, ModelFamily, build_dit, table_builder, unet2d_data_kwargs
 from ssmgen.train.trackers import wandb_mode
 
 
@@ -73,7 +78,7 @@ def test_non_finite_loss_stops_before_the_optimizer_step_and_the_checkpoint(tmp_
         data_kwargs=unet2d_data_kwargs,
         objectives=("eps",),
         data_kinds=("image",),
-        conditioning="none",
+        class_labels="ignored",
         export_pipeline=FAMILIES["unet2d"].export_pipeline,
     )
     monkeypatch.setitem(FAMILIES, family.name, family)
@@ -133,3 +138,67 @@ def test_a_failing_tracker_only_warns(tmp_path, monkeypatch):
         result = run_in_process(config)
     assert result.steps == 2 and sorted(logged_losses(tmp_path)) == [1, 2]
     assert any("tracker 'wandb' could not start" in str(w.message) for w in caught)
+
+
+def test_accumulation_bf16_and_checkpointing_step_the_schedule_once_per_optimizer_step(tmp_path):
+    config = tiny_config(
+        "unet2d",
+        tmp_path,
+        "--max_steps", "3",
+        "--mixed_precision", "bf16",
+        "--model.gradient_checkpointing", "true",
+        "--optim.gradient_accumulation_steps", "2",
+        "--optim.lr_schedule", "constant_with_warmup",
+        "--optim.warmup_steps", "4",
+    )  # fmt: skip
+    result = run_in_process(config)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    # Linear warm-up over 4 optimizer steps: the LR after step s is lr * s / 4, whatever the accumulation.
+    assert [r["lr"] for r in records] == pytest.approx([2e-3 * s / 4 for s in (1, 2, 3)])
+    state = json.loads((result.checkpoint / "training_state.json").read_text())
+    assert state["data_position"] == {"epoch": 0, "batch": 6}  # two micro-batches per step
+    assert all(math.isfinite(r["loss"]) for r in records)
+
+
+def test_tiny_dit_learns_with_label_dropout_and_exports_a_guided_pipeline(tmp_path):
+    import ssmgen.pipelines  # noqa: F401  (registers the ssmgen pipeline classes with diffusers)
+
+    result = run_in_process(tiny_config("dit", tmp_path, "--max_steps", "12"))
+    losses = logged_losses(tmp_path)
+    assert sum(losses[s] for s in (10, 11, 12)) < 0.8 * sum(losses[s] for s in (1, 2, 3))
+    pipeline = DiffusionPipeline.from_pretrained(result.pipeline)
+    assert pipeline.scheduler.config.variance_type == "learned_range"  # eps_vlb samples with its variance
+    assert pipeline.model.config.num_classes == 10
+    out = pipeline(
+        class_labels=[3, "7"],
+        guidance_scale=2.0,
+        num_inference_steps=4,
+        generator=torch.Generator().manual_seed(0),
+        output_type="np",
+    ).images
+    assert out.shape == (2, 8, 8, 1) and np.isfinite(out).all()
+
+
+def test_dit_embedders_keep_the_null_row_but_never_drop_labels_themselves():
+    model = build_dit(
+        "tiny", {"sample_size": 8, "in_channels": 1, "out_channels": 2, "num_embeds_ada_norm": 10}
+    )
+    model.train()
+    x, t = torch.randn(4, 1, 8, 8), torch.tensor([1, 2, 3, 4])
+    labels = torch.tensor([0, 1, 2, 3])
+    torch.testing.assert_close(model(x, t, labels).sample, model(x, t, labels).sample)  # no random drops
+    null = model(x, t, torch.full((4,), 10)).sample  # row num_classes exists: the null class
+    assert not torch.allclose(null, model(x, t, labels).sample)
+    scalar_t = model(x, torch.tensor(7), labels).sample
+    torch.testing.assert_close(scalar_t, model(x, torch.full((4,), 7), labels).sample)
+
+
+def test_drop_labels_uses_the_null_class():
+    labels = torch.arange(10)
+    info = DataInfo("image", (1, 8, 8), tuple("0123456789"))
+    assert drop_labels(labels, 0.0, info).equal(labels)
+    torch.manual_seed(0)
+    dropped = drop_labels(labels.repeat(100), 0.25, info)
+    is_null = dropped == 10
+    assert ((dropped == labels.repeat(100)) | is_null).all()
+    assert 0.18 < is_null.float().mean().item() < 0.32

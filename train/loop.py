@@ -29,7 +29,7 @@ from .config import TrainConfig, save_config, to_dict
 from .data import DataInfo, DataPosition, ShardedEpochBatches, build_dataset, make_dataloader
 from .ema import EMA
 from .objectives import Objective, build_objective
-from .registry import ModelFamily, build_model, predict, validate_config
+from .registry import ModelFamily, build_model, predict, uses_class_labels, validate_config
 from .trackers import METRICS_FILE, Trackers, image_grid
 
 PIPELINE_DIR = "pipeline"
@@ -165,9 +165,7 @@ def train(config: TrainConfig) -> TrainResult:
                 batch = prepare_batch(next(loader), accelerator, family, config, data_info)
                 position.advance(batches.batches_per_epoch)
                 with accelerator.accumulate(model):
-                    loss, metrics = objective.loss(
-                        partial(predict, model, family, batch=batch), batch["sample"]
-                    )
+                    loss, metrics = objective.loss(partial(predict, model, batch=batch), batch["sample"])
                     global_loss = accelerator.reduce(loss.detach().float(), reduction="mean")
                     micro_losses.append(finite_or_stop(global_loss, "loss", step + 1))
                     accelerator.backward(loss)
@@ -274,7 +272,9 @@ def prepare_batch(
     batch = {key: value.to(accelerator.device, non_blocking=True) for key, value in batch.items()}
     if config.data.random_flip:
         batch["sample"] = random_flip(batch["sample"])
-    if family.conditioning == "class" and not family.drops_conditions_itself:
+    if not uses_class_labels(family, data):
+        batch.pop("class_labels", None)
+    elif not family.drops_conditions_itself:
         batch["class_labels"] = drop_labels(batch["class_labels"], config.model.cond_dropout_prob, data)
     return batch
 
@@ -385,7 +385,7 @@ def sample_grid(
     pipeline.to(accelerator.device)
     generator = torch.Generator(device=accelerator.device).manual_seed(config.seed)
     n, steps = config.logging.num_samples, config.logging.sample_inference_steps
-    if family.conditioning == "class":
+    if uses_class_labels(family, data_info):
         labels = [i % data_info.num_classes for i in range(n)]
         images = pipeline(
             class_labels=labels,

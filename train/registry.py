@@ -6,7 +6,9 @@ Adding a model to ``ssmgen.train`` is one :func:`register_family` call. A family
 * ``preset_names()``: the presets ``model.preset`` may name;
 * ``data_kwargs(data_info, objective)``: constructor arguments the data and objective imply (channels, size,
   classes, learned-sigma outputs); a config that sets one of them differently is rejected;
-* ``objectives`` and ``data_kinds`` it supports, and its ``conditioning`` (``none`` or ``class``);
+* ``objectives`` and ``data_kinds`` it supports, and whether it takes ``class_labels``: ``ignored`` (trains
+  unconditionally on any data), ``required`` (needs class-labelled data) or ``optional`` (conditional on
+  labelled data, unconditional otherwise);
 * ``export_pipeline(model, objective, data_info)``: a ``DiffusionPipeline`` around the trained (EMA) model
   that ``save_pretrained`` writes and ``DiffusionPipeline.from_pretrained`` loads;
 * ``drops_conditions_itself``: the model's label embedder does classifier-free-guidance dropout in ``train()``
@@ -26,7 +28,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from diffusers import DDPMPipeline, DiffusionPipeline, DiTTransformer2DModel, ModelMixin, UNet2DModel
+from diffusers import (
+    AutoencoderKL,
+    DDPMPipeline,
+    DiffusionPipeline,
+    DiTTransformer2DModel,
+    ModelMixin,
+    UNet2DModel,
+)
 from diffusers.models.embeddings import LabelEmbedding
 
 from .config import TrainConfig
@@ -46,7 +55,7 @@ class ModelFamily:
     """``(data_info, objective, cond_dropout_prob) -> constructor arguments``."""
     objectives: tuple[str, ...]
     data_kinds: tuple[str, ...]
-    conditioning: Literal["none", "class"]
+    class_labels: Literal["ignored", "required", "optional"]
     export_pipeline: Callable[[ModelMixin, Objective, DataInfo], DiffusionPipeline]
     drops_conditions_itself: bool = False
 
@@ -174,7 +183,7 @@ def build_model(
     family: ModelFamily, config: TrainConfig, data_info: DataInfo, objective: Objective
 ) -> ModelMixin:
     """The family's model sized for the data; ``model.kwargs`` may not contradict what the data implies."""
-    if family.conditioning == "class" and data_info.num_classes is None:
+    if family.class_labels == "required" and data_info.num_classes is None:
         raise ValueError(
             f"model.family {family.name!r} is class-conditional but data.dataset {config.data.dataset!r} "
             "has no "
@@ -191,11 +200,16 @@ def build_model(
     return family.build(config.model.preset, {**config.model.kwargs, **implied})
 
 
+def uses_class_labels(family: ModelFamily, data_info: DataInfo) -> bool:
+    """Whether the model is trained (and sampled) with the data's class labels."""
+    return family.class_labels != "ignored" and data_info.num_classes is not None
+
+
 def predict(
-    model: torch.nn.Module, family: ModelFamily, sample: torch.Tensor, timesteps: torch.Tensor, batch: dict
-):
-    """Model output for ``sample`` at ``timesteps`` with the batch's conditions (the shared convention)."""
-    if family.conditioning == "class":
+    model: torch.nn.Module, sample: torch.Tensor, timesteps: torch.Tensor, batch: dict[str, torch.Tensor]
+) -> torch.Tensor:
+    """Model output for ``sample`` at ``timesteps``, with the batch's ``class_labels`` if it carries them."""
+    if "class_labels" in batch:
         return model(sample, timesteps, class_labels=batch["class_labels"], return_dict=False)[0]
     return model(sample, timesteps, return_dict=False)[0]
 
@@ -250,7 +264,7 @@ register_family(
         data_kwargs=unet2d_data_kwargs,
         objectives=("eps", "eps_vlb"),
         data_kinds=("image",),
-        conditioning="none",
+        class_labels="ignored",
         export_pipeline=export_ddpm_pipeline,
     )
 )
@@ -279,7 +293,26 @@ def dit_data_kwargs(data: DataInfo, objective: Objective, cond_dropout_prob: flo
     }
 
 
-def build_dit(preset: str | None, kwargs: dict[str, Any]) -> DiTTransformer2DModel:
+class DiTBaselineModel(DiTTransformer2DModel):
+    """diffusers' ``DiTTransformer2DModel`` under the ssmgen call convention (for the ssmgen pipelines).
+
+    The only change is in ``forward``: a scalar timestep is broadcast to the batch (diffusers' DiT needs one
+    per sample; ``DiTPipeline`` expands it itself). :func:`build_dit` also records ``num_classes`` (diffusers
+    calls it ``num_embeds_ada_norm``) in the config, where the ssmgen pipelines read it; diffusers keeps the
+    extra key when loading, after a warning that it is not a constructor argument.
+    """
+
+    def forward(
+        self, hidden_states, timestep=None, class_labels=None, cross_attention_kwargs=None, return_dict=True
+    ):
+        if timestep is not None:
+            timestep = torch.as_tensor(timestep, device=hidden_states.device)
+            if timestep.ndim == 0:
+                timestep = timestep.expand(hidden_states.shape[0])
+        return super().forward(hidden_states, timestep, class_labels, cross_attention_kwargs, return_dict)
+
+
+def build_dit(preset: str | None, kwargs: dict[str, Any]) -> DiTBaselineModel:
     """diffusers' DiT with its label dropout switched off: the loop drops labels instead.
 
     diffusers' DiT gives every block its own label embedder, each dropping labels independently in ``train()``
@@ -287,8 +320,42 @@ def build_dit(preset: str | None, kwargs: dict[str, Any]) -> DiTTransformer2DMod
     embedders' probability to 0 (their null-class row, index ``num_classes``, stays) and letting the loop drop
     labels restores DiT's behaviour and makes ``model.cond_dropout_prob`` work.
     """
-    model = table_builder(DiTTransformer2DModel, DIT_PRESETS)(preset, kwargs)
+    model = table_builder(DiTBaselineModel, DIT_PRESETS)(preset, kwargs)
+    model.register_to_config(num_classes=model.config.num_embeds_ada_norm)
     for module in model.modules():
         if isinstance(module, LabelEmbedding):
             module.dropout_prob = 0.0
     return model
+
+
+def export_class_conditional_pipeline(
+    model: ModelMixin, objective: Objective, data: DataInfo
+) -> DiffusionPipeline:
+    """``ssmgen.pipelines.LaMambaDiffPipeline`` (DiT-style eps / learned-sigma sampling with CFG).
+
+    Latent data bring the ``AutoencoderKL`` their cache names; pixel data have none. The class names become
+    the pipeline's ``id2label``.
+    """
+    from ssmgen.pipelines import LaMambaDiffPipeline
+
+    vae = None
+    if data.kind == "latent":
+        vae = AutoencoderKL.from_pretrained(data.vae, subfolder=data.vae_subfolder)
+    id2label = dict(enumerate(data.class_names)) if data.class_names else None
+    scheduler = objective.make_scheduler(pixel_space=data.kind == "image")
+    return LaMambaDiffPipeline(model=model, scheduler=scheduler, vae=vae, id2label=id2label)
+
+
+register_family(
+    ModelFamily(
+        name="dit",
+        model_cls=DiTBaselineModel,
+        build=build_dit,
+        preset_names=lambda: list(DIT_PRESETS),
+        data_kwargs=dit_data_kwargs,
+        objectives=("eps", "eps_vlb"),
+        data_kinds=("image", "latent"),
+        class_labels="required",
+        export_pipeline=export_class_conditional_pipeline,
+    )
+)

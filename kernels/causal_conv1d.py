@@ -35,9 +35,7 @@ def causal_conv1d(
     if weight.dim() == 3:
         weight = weight.squeeze(1)
     if weight.dim() != 2 or weight.shape[0] != dim or not 1 <= weight.shape[1] <= MAX_KERNEL_SIZE:
-        raise ValueError(
-            f"weight must be (dim={dim}, K) with 1 <= K <= {MAX_KERNEL_SIZE}, got {tuple(weight.shape)}"
-        )
+        raise ValueError(f"weight must be (dim={dim}, K) with 1 <= K <= {MAX_KERNEL_SIZE}, got {tuple(weight.shape)}")
     if bias is not None and bias.shape != (dim,):
         raise ValueError(f"bias must have shape ({dim},), got {tuple(bias.shape)}")
     if activation not in (None, "silu"):

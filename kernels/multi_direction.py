@@ -56,9 +56,7 @@ def multi_direction_scan(
             raise ValueError(f"{name} must have shape (batch, K, N, L) with K={K}, got {tuple(M.shape)}")
     check_scan_arguments(delta, delta, A, B, C, D, None, delta_bias, None)
     if u.dtype != delta.dtype or u.device != delta.device:
-        raise ValueError(
-            f"u must have delta's dtype and device {delta.dtype}/{delta.device}, got {u.dtype}/{u.device}"
-        )
+        raise ValueError(f"u must have delta's dtype and device {delta.dtype}/{delta.device}, got {u.dtype}/{u.device}")
     perm, inverse = perm.to(u.device), inverse.to(u.device)
 
     backend = resolve_backend(backend, u.device)

@@ -100,9 +100,9 @@ def _build(name: str, height: int, width: int, index: int, window: int, column_f
         path = _windows(height, width, window, column_first)
     if name.endswith("_reverse"):
         path = path[::-1]
-    perm = torch.tensor(path, dtype=torch.long)
+    perm = torch.tensor(path, dtype=torch.long, device="cpu")
     inverse = torch.empty_like(perm)
-    inverse[perm] = torch.arange(length)
+    inverse[perm] = torch.arange(length, device="cpu")
     return ScanOrder(perm, inverse)
 
 
@@ -140,23 +140,27 @@ def scan_order(
     return _on_device(order, torch.device(device))
 
 
-def scan_order_from_spec(spec: str, height: int, width: int, device=None) -> ScanOrder:
-    """A scan order from a config string: a plain name (``row``, ``col_snake_reverse``...),
-    ``zigzag{k}`` (k in 0..7), ``window{w}`` or ``window{w}_col`` (column-first windows)."""
-    if spec.startswith("zigzag") and spec[6:].isdigit():
-        return scan_order("zigzag", height, width, index=int(spec[6:]), device=device)
+def parse_scan_order_spec(spec: str) -> tuple[str, dict]:
+    """A config string -> (name, options) for :func:`scan_order`: a plain name (``row``,
+    ``col_snake_reverse``...), ``zigzag{k}`` (k in 0..7), ``window{w}`` or ``window{w}_col``."""
+    if spec.startswith("zigzag") and spec[6:].isdigit() and int(spec[6:]) < 8:
+        return "zigzag", {"index": int(spec[6:])}
     if spec.startswith("window"):
         size, _, suffix = spec[6:].partition("_")
-        if size.isdigit() and suffix in ("", "col"):
-            return scan_order(
-                "window", height, width, window=int(size), column_first=suffix == "col", device=device
-            )
+        if size.isdigit() and int(size) > 0 and suffix in ("", "col"):
+            return "window", {"window": int(size), "column_first": suffix == "col"}
     if spec in SCAN_ORDER_NAMES and spec not in ("zigzag", "window"):
-        return scan_order(spec, height, width, device=device)
+        return spec, {}
     raise ValueError(
         f"scan order spec must be one of {SCAN_ORDER_NAMES[:8]}, 'zigzag0'..'zigzag7', 'window{{w}}' or "
         f"'window{{w}}_col', got {spec!r}"
     )
+
+
+def scan_order_from_spec(spec: str, height: int, width: int, device=None) -> ScanOrder:
+    """The scan order named by a config string (see :func:`parse_scan_order_spec`)."""
+    name, options = parse_scan_order_spec(spec)
+    return scan_order(name, height, width, device=device, **options)
 
 
 @lru_cache(maxsize=256)

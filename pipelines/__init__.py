@@ -1,1 +1,19 @@
-"""Diffusers pipelines for the ssmgen models, one file per model family."""
+"""Diffusers pipelines for the ssmgen models, one file per model family.
+
+Importing this package also makes the pipeline classes visible to
+``diffusers.DiffusionPipeline.from_pretrained``, which looks a saved folder's ``_class_name`` up
+in the ``diffusers`` namespace: ``import ssmgen.pipelines`` once, then any saved ssmgen pipeline
+folder loads through the generic loader (existing diffusers names are never replaced).
+"""
+
+import diffusers
+
+from .lamamba_diff import LaMambaDiffPipeline
+
+PIPELINES = {"LaMambaDiffPipeline": LaMambaDiffPipeline}
+
+for _name, _cls in PIPELINES.items():
+    if not hasattr(diffusers, _name):
+        setattr(diffusers, _name, _cls)
+
+__all__ = list(PIPELINES)

@@ -1,7 +1,25 @@
 """ssmgen: state-space (Mamba) generative models for images and motion.
 
-Submodules are imported lazily so that ``import ssmgen`` stays cheap and never pulls in
-optional dependencies (Triton, transformers) before they are needed.
+The models, schedulers and pipelines are exported here lazily (importing ``ssmgen`` stays cheap);
+diffusers also resolves saved components such as ``["ssmgen", "LaMambaDiffModel"]`` through these
+names when it loads a pipeline folder.
 """
 
+import importlib
+
 __version__ = "0.1.0"
+
+_EXPORTS = {
+    "LaMambaDiffModel": "ssmgen.models",
+    "LaMambaDiffPipeline": "ssmgen.pipelines",
+}
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'ssmgen' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_EXPORTS))

@@ -16,6 +16,7 @@ from torch import nn
 from ssmgen.kernels import (
     VMAMBA_CROSS_SCAN_SPECS,
     multi_direction_scan,
+    parse_scan_order_spec,
     scan_order_from_spec,
     stack_scan_orders,
 )
@@ -54,7 +55,7 @@ class SS2D(nn.Module):
         if not directions:
             raise ValueError("directions must name at least one scan order")
         for spec in directions:
-            scan_order_from_spec(spec, 2, 2)  # fail early on an unknown spec
+            parse_scan_order_spec(spec)  # fail early on an unknown spec
         self.d_model, self.d_state = d_model, d_state
         self.d_inner = int(ssm_ratio * d_model)
         self.dt_rank = resolve_dt_rank(dt_rank, d_model)
@@ -103,9 +104,7 @@ class SS2D(nn.Module):
         if self.conv2d is not None:
             x = self.conv2d(x)
         u = F.silu(x).flatten(2).float()  # (batch, d_inner, L); VMamba v2 scans in float32
-        orders = stack_scan_orders(
-            tuple(scan_order_from_spec(s, height, width, u.device) for s in self.directions)
-        )
+        orders = stack_scan_orders(tuple(scan_order_from_spec(s, height, width, u.device) for s in self.directions))
         x_dbl = torch.einsum("bdl,kcd->bkcl", u, self.x_proj_weight.float())
         dts, Bs, Cs = x_dbl.split([self.dt_rank, self.d_state, self.d_state], dim=2)
         dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight.float()).flatten(1, 2)

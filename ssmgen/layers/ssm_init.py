@@ -4,7 +4,8 @@
   inverse softplus of dt ~ exp(U[log dt_min, log dt_max]) clamped at ``dt_init_floor``, so
   softplus(bias) starts in [dt_min, dt_max].
 - A_log = log(1..N) per channel (S4D-real: A = -exp(A_log) = -(1..N)); D = 1.
-A_log, D and the dt bias are marked ``_no_weight_decay`` / ``_no_reinit`` as mamba-ssm does.
+mamba-ssm marks A_log and D ``_no_weight_decay`` with a tensor attribute; such attributes break
+accelerate's empty-weight loading, so ssmgen names them instead: see :func:`exempt_from_weight_decay`.
 """
 
 import math
@@ -46,19 +47,23 @@ def init_dt_projection(
     )
     dt = dt.clamp(min=dt_init_floor)
     bias.copy_(dt + torch.log(-torch.expm1(-dt)))  # inverse of softplus
-    bias._no_reinit = True
 
 
 def s4d_real_A_log(d_inner: int, d_state: int, copies: int = 1) -> nn.Parameter:
-    """A_log (copies * d_inner, d_state) with A = -(1..N) per channel, float32, no weight decay."""
+    """A_log (copies * d_inner, d_state) with A = -(1..N) per channel, float32."""
     A = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(copies * d_inner, 1)
-    param = nn.Parameter(torch.log(A))
-    param._no_weight_decay = True
-    return param
+    return nn.Parameter(torch.log(A))
 
 
 def ones_D(size: int) -> nn.Parameter:
-    """The skip connection D (size,) = 1, float32, no weight decay."""
-    param = nn.Parameter(torch.ones(size))
-    param._no_weight_decay = True
-    return param
+    """The skip connection D (size,) = 1, float32."""
+    return nn.Parameter(torch.ones(size))
+
+
+# Parameter names (last component) that mamba-ssm keeps out of weight decay.
+NO_WEIGHT_DECAY_NAMES = ("A_log", "A_b_log", "A_logs", "D", "D_b", "Ds")
+
+
+def exempt_from_weight_decay(parameter_name: str) -> bool:
+    """Whether a parameter (by its ``named_parameters`` name) is an SSM A_log or D."""
+    return parameter_name.rsplit(".", 1)[-1] in NO_WEIGHT_DECAY_NAMES

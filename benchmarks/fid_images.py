@@ -9,6 +9,7 @@ Works with any saved ``DiffusionPipeline`` folder (ssmgen's or diffusers'), on o
     python benchmarks/fid_images.py --pipeline runs/ddpm-digits --extractor digits \\
         --digits-classifier runs/digits-classifier --reference digits --num-samples 2000 --steps 100
 
+On CPUs only, ``accelerate launch --multi_gpu --num_processes N`` (or ``torchrun``) runs N gloo processes.
 ``--reference`` is an ssmgen stats file, an ADM reference batch (``arr_0``), an image folder, or
 ``digits`` (the built-in digits, with ``--extractor digits``). Samples get seeds ``seed + index``, so
 the result does not depend on the number of processes. The main process appends one JSON row
@@ -31,6 +32,7 @@ from ssmgen.eval.digits_classifier import DigitsFeatureExtractor, digits_referen
 from ssmgen.eval.extract import extract_generated_features, feature_protocol
 from ssmgen.eval.fid import image_metrics, pipeline_sampler, reference_statistics
 from ssmgen.eval.inception import InceptionFeatureExtractor
+from ssmgen.train.loop import multi_process_without_gpu
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -82,16 +84,17 @@ def build_extractor(args: argparse.Namespace) -> torch.nn.Module:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark; returns the JSON row on the main process and ``{}`` on the others."""
     args = parse_args(argv)
-    accelerator = Accelerator()
+    accelerator = Accelerator(cpu=multi_process_without_gpu())  # gloo when launched on CPUs only
     progress = not args.no_progress
     extractor = build_extractor(args).to(accelerator.device)
 
     if args.reference == "digits":
-        resolution = extractor.classifier.config.resolution
-        reference = reference_statistics(digits_reference_images(resolution)[0], extractor, accelerator=accelerator)
+        source = digits_reference_images(extractor.classifier.config.resolution)[0]
     else:
-        reference = reference_statistics(args.reference, extractor, accelerator=accelerator, progress=progress)
+        source = args.reference
+    reference = reference_statistics(source, extractor, accelerator=accelerator, progress=progress)
     if args.save_reference_stats and accelerator.is_main_process:
         reference.save(args.save_reference_stats)
 
@@ -113,8 +116,10 @@ def main(argv: list[str] | None = None) -> dict:
         progress=progress,
     )
     seconds = time.perf_counter() - start
+    if not accelerator.is_main_process:  # every process holds all features; one computes the metrics
+        return {}
     protocol = feature_protocol(extractor, args.quantization)
-    metrics = image_metrics(generated, reference, protocol)
+    metrics = image_metrics(generated, reference, protocol, device=accelerator.device)
     row = dict(
         model=args.model_name or Path(args.pipeline).name,
         pipeline=type(pipe).__name__,
@@ -136,11 +141,10 @@ def main(argv: list[str] | None = None) -> dict:
         quantization=protocol.quantization,
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
     )
-    if accelerator.is_main_process:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        with open(args.out, "a") as handle:
-            handle.write(json.dumps(row) + "\n")
-        print(json.dumps(row, indent=2))
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out, "a") as handle:
+        handle.write(json.dumps(row) + "\n")
+    print(json.dumps(row, indent=2))
     return row
 
 

@@ -102,7 +102,8 @@ def reference_statistics(
         if {"mu", "sigma"} <= keys and _uses_adm_precomputed_stats(extractor):
             stats = load_adm_reference_stats(source, protocol)
             kept = images[:keep_features]
-            stats.features = extract_image_features(kept, extractor, batch_size, accelerator, progress)["features"]
+            features = extract_image_features(kept, extractor, batch_size, accelerator, progress)["features"]
+            stats.features = features.astype(np.float32)
             return stats
     else:
         raise ValueError(f"source must be a stats/ADM .npz, an image folder or a uint8 tensor, got {source!r}")
@@ -116,11 +117,13 @@ def image_metrics(
     protocol: FeatureProtocol,
     inception_score_splits: int = 10,
     neighbourhood: int = 3,
+    device: torch.device | str | None = None,
 ) -> dict[str, float]:
     """FID, Inception Score (if ``generated`` has logits) and precision/recall (if ``reference`` kept features).
 
     ``generated`` is the output of :func:`ssmgen.eval.extract.extract_generated_features`;
-    ``protocol`` is how it was computed (:func:`ssmgen.eval.extract.feature_protocol`).
+    ``protocol`` is how it was computed (:func:`ssmgen.eval.extract.feature_protocol`); ``device``
+    is where precision/recall distances are computed.
     """
     generated_stats = FIDStatistics.from_features(generated["features"], protocol)
     metrics = {"fid": generated_stats.frechet_distance(reference), "num_samples": len(generated["features"])}
@@ -129,7 +132,7 @@ def image_metrics(
         metrics["inception_score"], metrics["inception_score_std"] = inception_score(generated["logits"], splits)
     if reference.features is not None:
         metrics["precision"], metrics["recall"] = precision_recall(
-            reference.features, generated["features"], k=neighbourhood
+            reference.features, generated["features"], k=neighbourhood, device=device
         )
     return metrics
 

@@ -53,7 +53,7 @@ def _fraction_inside(points: torch.Tensor, centres: torch.Tensor, radii: torch.T
     """Fraction of ``points`` inside at least one ball (centres, radii)."""
     inside = []
     for rows in points.split(batch_size):
-        hits = torch.zeros(rows.shape[0], dtype=torch.bool)
+        hits = torch.zeros(rows.shape[0], dtype=torch.bool, device=rows.device)
         for cols, col_radii in zip(centres.split(batch_size), radii.split(batch_size), strict=True):
             hits |= (torch.cdist(rows, cols) <= col_radii).any(dim=1)
         inside.append(hits)
@@ -61,11 +61,20 @@ def _fraction_inside(points: torch.Tensor, centres: torch.Tensor, radii: torch.T
 
 
 def precision_recall(
-    real_features, fake_features, k: int = 3, batch_size: int = 10_000, dtype: torch.dtype = torch.float64
+    real_features,
+    fake_features,
+    k: int = 3,
+    batch_size: int = 10_000,
+    dtype: torch.dtype = torch.float64,
+    device: torch.device | str | None = None,
 ) -> tuple[float, float]:
-    """Improved precision and recall of generated features (M, D) against real features (N, D)."""
-    real = _as_tensor(real_features, "real_features", dtype)
-    fake = _as_tensor(fake_features, "fake_features", dtype)
+    """Improved precision and recall of generated features (M, D) against real features (N, D).
+
+    Distances are computed in ``batch_size`` x ``batch_size`` blocks on ``device`` (default: where
+    the features are; pass a GPU for 50k x 10k features).
+    """
+    real = _as_tensor(real_features, "real_features", dtype).to(device)
+    fake = _as_tensor(fake_features, "fake_features", dtype).to(device)
     if real.shape[1] != fake.shape[1]:
         raise ValueError(f"feature dimensions differ: real {real.shape[1]}, fake {fake.shape[1]}")
     if not isinstance(k, int) or k < 1 or k >= min(len(real), len(fake)):

@@ -18,6 +18,7 @@ from ssmgen.eval.inception import (
     InceptionFeatureExtractor,
     random_fid_inception_state_dict,
     resize_bilinear_tf1,
+    resolve_inception_weights,
 )
 
 
@@ -120,6 +121,18 @@ def test_missing_weights_error_says_which_file_where_to_get_it_and_where_to_put_
     assert "nowhere.pth" in message
     assert "pt_inception-2015-12-05-6726825d.pth" in message and "github.com/mseitzer" in message
     assert "weights-inception-2015-12-05-6726825d.pth" in message and INCEPTION_WEIGHTS_ENV in message
+
+
+def test_weights_are_found_in_the_default_folder_and_missing_ones_name_it(weights_file, tmp_path, monkeypatch):
+    monkeypatch.delenv(INCEPTION_WEIGHTS_ENV, raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    with pytest.raises(MissingAssetError, match=str(tmp_path / "cache" / "ssmgen" / "inception")):
+        resolve_inception_weights()
+    folder = tmp_path / "cache" / "ssmgen" / "inception"
+    folder.mkdir(parents=True)
+    (folder / "weights-inception-2015-12-05-6726825d.pth").symlink_to(weights_file)
+    assert resolve_inception_weights() == folder / "weights-inception-2015-12-05-6726825d.pth"
 
 
 def test_environment_variable_supplies_the_weights(weights_file, monkeypatch):

@@ -319,36 +319,35 @@ def inception_input(images: torch.Tensor, resize: str, dtype: torch.dtype = torc
 # --------------------------------------------------------------------------------------------------
 
 
-def _default_weight_locations() -> list[Path]:
-    """Places searched when no path is given: ssmgen's cache and pytorch-fid's torch-hub cache."""
+def default_weights_folders() -> list[Path]:
+    """Folders searched when no path is given: ssmgen's cache, then pytorch-fid's torch-hub cache."""
     ssmgen_cache = Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "ssmgen" / "inception"
-    torch_hub = Path(torch.hub.get_dir()) / "checkpoints"
-    return [folder / name for folder in (ssmgen_cache, torch_hub) for name in INCEPTION_WEIGHTS_FILES]
+    return [ssmgen_cache, Path(torch.hub.get_dir()) / "checkpoints"]
 
 
 def _missing_weights_help() -> str:
     sources = "\n".join(f"  {name}\n    {url}" for name, url in INCEPTION_WEIGHTS_FILES.items())
-    cache = _default_weight_locations()[0].parent
     return (
         "ssmgen never downloads weights. Download either file (same TF weights, two key-compatible ports):\n"
         f"{sources}\n"
         f"then pass inception_weights=/path/to/file, set {INCEPTION_WEIGHTS_ENV}=/path/to/file, "
-        f"or put it in {cache}/."
+        f"or put it in {default_weights_folders()[0]}/."
     )
 
 
 def resolve_inception_weights(weights: str | os.PathLike | None = None) -> Path:
-    """Find the Inception weights: ``weights``, then ``$SSMGEN_INCEPTION_WEIGHTS``, then the caches."""
+    """Find the Inception weights: ``weights``, then ``$SSMGEN_INCEPTION_WEIGHTS``, then the default folders."""
     if weights is None:
         weights = os.environ.get(INCEPTION_WEIGHTS_ENV) or None
     if weights is not None:
         return require_asset(weights, what="The FID Inception weights", how_to_get=_missing_weights_help())
-    for candidate in _default_weight_locations():
-        if candidate.is_file():
-            return candidate
+    for folder in default_weights_folders():
+        for name in INCEPTION_WEIGHTS_FILES:
+            if (folder / name).is_file():
+                return folder / name
     raise MissingAssetError(
-        "The FID Inception weights were not given and are not in the default locations "
-        f"({', '.join(str(p.parent) for p in _default_weight_locations()[::2])}).\n{_missing_weights_help()}"
+        "The FID Inception weights were not given and are not in the default folders "
+        f"({', '.join(map(str, default_weights_folders()))}).\n{_missing_weights_help()}"
     )
 
 

@@ -118,6 +118,12 @@ def test_cli_reports_config_errors_before_training(tmp_path, capsys):
     assert "model.family: unknown model family 'mamba9000'" in capsys.readouterr().err
     assert not (tmp_path / "train_config.yaml").exists()  # nothing ran
     assert main(["--config", str(tmp_path / "missing.yaml")]) == 2
+    (tmp_path / "checkpoint-3").mkdir()
+    (tmp_path / "checkpoint-3" / "training_state.json").write_text("{}")
+    assert main(["--output_dir", str(tmp_path), "--optim.max_grad_norm", "-1"]) == 2
+    assert "optim.max_grad_norm must be > 0 or null, got -1" in capsys.readouterr().err
+    assert main(["--output_dir", str(tmp_path)]) == 2
+    assert "already holds checkpoints; pass --resume latest" in capsys.readouterr().err
 
 
 def shipped_configs() -> list[Path]:

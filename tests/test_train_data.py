@@ -191,7 +191,7 @@ def test_dit_trains_on_a_latent_cache_and_exports_the_autoencoder(tmp_path, digi
 
     tiny_autoencoder(tmp_path / "vae")
     cache = encode_latents(
-        str(tmp_path / "vae"), digit_folder, 16, tmp_path / "cache", flip=True, device="cpu"
+        str(tmp_path / "vae"), digit_folder, 16, tmp_path / "cache", num_workers=0, flip=True, device="cpu"
     )
     overrides = ["--data.dataset", "latents", "--data.path", str(cache), "--data.resolution", "16"]
     overrides += ["--data.batch_size", "4", "--max_steps", "3"]

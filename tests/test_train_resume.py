@@ -50,6 +50,9 @@ def test_kill_while_writing_a_checkpoint_then_resume_equals_the_uninterrupted_ru
         )
         assert all(ours[k].equal(theirs[k]) for k in theirs), name
     assert not any(p.name.startswith(".tmp") for p in crashed.iterdir())
+    # Starting afresh over a run's checkpoints is refused rather than mixing two runs.
+    with pytest.raises(ValueError, match="already holds checkpoints; pass --resume latest"):
+        run_in_process(tiny_config("unet2d", crashed, *RUN))
 
 
 def test_resume_only_accepts_complete_checkpoints(tmp_path):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .checkpointing import resume_point
 from .config import load_config
 from .loop import NonFiniteLossError, train
 from .registry import validate_config
@@ -35,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = load_config(args.config, overrides)
         validate_config(config)
+        resume_point(config.resume, config.output_dir)
     except ValueError as error:
         print(f"ssmgen.train: error: {error}", file=sys.stderr)
         return 2

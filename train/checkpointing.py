@@ -60,6 +60,16 @@ def resolve_resume(resume: str | None, output_dir: str | Path) -> Path | None:
     return folder
 
 
+def resume_point(resume: str | None, output_dir: str | Path) -> Path | None:
+    """:func:`resolve_resume`, refusing a fresh start over another run's checkpoints in ``output_dir``."""
+    if resume is None and list_checkpoints(output_dir):
+        raise ValueError(
+            f"resume: output_dir {str(output_dir)!r} already holds checkpoints; pass --resume latest to "
+            "continue that run, or choose another output_dir"
+        )
+    return resolve_resume(resume, output_dir)
+
+
 def fsync_tree(folder: Path) -> None:
     """Flush every file under ``folder`` and the folder entries themselves to disk."""
     for root, _, files in os.walk(folder):

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 
 from ssmgen.data.images import random_flip
 
-from .checkpointing import load_training_state, resolve_resume, save_checkpoint, write_folder_atomically
+from .checkpointing import load_training_state, resume_point, save_checkpoint, write_folder_atomically
 from .config import TrainConfig, save_config, to_dict
 from .data import DataInfo, DataPosition, ShardedEpochBatches, build_dataset, make_dataloader
 from .ema import EMA
@@ -53,7 +53,7 @@ def train(config: TrainConfig) -> TrainResult:
     """Train ``config.model`` on ``config.data``; return where the checkpoint and pipeline were written."""
     family = validate_config(config)
     output_dir = Path(config.output_dir)
-    resume_from = resolve_resume(config.resume, output_dir)
+    resume_from = resume_point(config.resume, output_dir)
 
     # 1. Accelerator, output folder and seeds (process i uses seed + i; the data order uses seed everywhere).
     accelerator = Accelerator(

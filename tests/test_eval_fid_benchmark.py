@@ -91,7 +91,7 @@ def test_benchmark_writes_a_row_whose_fid_matches_an_independent_computation(ass
     assert row["fid"] == pytest.approx(oracle_fid(assets), rel=1e-5)
 
 
-def test_reference_from_an_image_folder_equals_the_in_memory_reference(assets, tmp_path):
+def test_reference_from_an_image_folder_or_adm_batch_equals_the_in_memory_reference(assets, tmp_path):
     from PIL import Image
 
     extractor = DigitsFeatureExtractor.from_pretrained(assets / "classifier")
@@ -103,6 +103,10 @@ def test_reference_from_an_image_folder_equals_the_in_memory_reference(assets, t
     in_memory = reference_statistics(images, extractor, progress=False)
     np.testing.assert_array_equal(from_folder.mu, in_memory.mu)
     assert from_folder.protocol == feature_protocol(extractor, "uint8")
+    # an ADM batch: its precomputed Inception statistics do not apply to this extractor, the images do
+    np.savez(tmp_path / "batch.npz", arr_0=images.permute(0, 2, 3, 1).numpy(), mu=np.zeros(2048), sigma=np.eye(2048))
+    from_adm = reference_statistics(tmp_path / "batch.npz", extractor, progress=False)
+    np.testing.assert_array_equal(from_adm.mu, in_memory.mu)
 
 
 class FakeClassConditionalPipeline:

@@ -5,6 +5,7 @@ file and loaded strictly into both peers' networks and ours; with the same uint8
 must match (each resize mode against the library that defines it).
 """
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -147,3 +148,17 @@ def test_bad_arguments_raise_value_errors(weights_file):
         InceptionFeatureExtractor(weights_file, feature_dim=1000)
     with pytest.raises(ValueError, match="uint8"):
         InceptionFeatureExtractor(weights_file, feature_dim=64)(torch.zeros(1, 3, 8, 8))
+
+
+def test_adm_reference_batch_uses_its_precomputed_statistics_under_the_tf_protocol(weights_file, tmp_path):
+    from ssmgen.eval.fid import reference_statistics
+
+    images = torch.randint(0, 256, (3, 8, 8, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(3))
+    mu, sigma = np.full(2048, 0.5), np.eye(2048)
+    np.savez(tmp_path / "VIRTUAL_ref.npz", arr_0=images.numpy(), mu=mu, sigma=sigma)
+    extractor = InceptionFeatureExtractor(weights_file, resize="tf")
+    reference = reference_statistics(tmp_path / "VIRTUAL_ref.npz", extractor, progress=False)
+    np.testing.assert_array_equal(reference.mu, mu)  # whole-dataset statistics, as ADM's evaluator uses them
+    expected = extractor(images.permute(0, 3, 1, 2))["features"]
+    np.testing.assert_allclose(reference.features, expected.numpy(), rtol=1e-5, atol=1e-6)  # for precision/recall
+    assert reference.protocol.resize == "tf" and reference.protocol.quantization == "uint8"

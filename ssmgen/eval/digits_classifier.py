@@ -24,6 +24,7 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from ssmgen.data.digits import DIGITS_NUM_CLASSES, load_digits
+from ssmgen.data.motion._threads import single_threaded
 from ssmgen.eval.assets import weights_fingerprint
 from ssmgen.eval.extract import quantize_images
 
@@ -103,16 +104,17 @@ def train_digits_classifier(
     schedule = torch.optim.lr_scheduler.OneCycleLR(
         optimizer, max_lr=learning_rate, total_steps=epochs * -(-len(train_x) // batch_size)
     )
-    for _ in range(epochs):
-        classifier.train()
-        order = torch.randperm(len(train_x), generator=generator)
-        for start in range(0, len(order), batch_size):
-            batch = order[start : start + batch_size]
-            loss = F.cross_entropy(classifier(train_x[batch]), train_y[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
+    with single_threaded():  # tensors this small only pay synchronisation for more threads
+        for _ in range(epochs):
+            classifier.train()
+            order = torch.randperm(len(train_x), generator=generator)
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                loss = F.cross_entropy(classifier(train_x[batch]), train_y[batch])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                schedule.step()
     classifier.eval()
     summary = dict(
         resolution=resolution,

@@ -22,12 +22,9 @@ def write(tmp_path, text: str) -> Path:
 def test_yaml_and_overrides_are_typed(tmp_path):
     path = write(
         tmp_path,
-        "max_steps: 5\noptim: {lr: 1e-4, betas: [0.9, 0.95]}\n"
-        "model: {family: dit, kwargs: {num_layers: 1}}\n",
+        "max_steps: 5\noptim: {lr: 1e-4, betas: [0.9, 0.95]}\nmodel: {family: dit, kwargs: {num_layers: 1}}\n",
     )
-    config = load_config(
-        path, ["--optim.max_grad_norm", "null", "--model.kwargs.patch_size=4", "--seed", "3"]
-    )
+    config = load_config(path, ["--optim.max_grad_norm", "null", "--model.kwargs.patch_size=4", "--seed", "3"])
     assert isinstance(config, TrainConfig)
     assert config.optim.lr == 1e-4 and isinstance(config.optim.lr, float)  # PyYAML reads "1e-4" as a string
     assert config.optim.betas == (0.9, 0.95)
@@ -102,18 +99,14 @@ def test_validation_names_the_key_and_the_allowed_values(overrides, message):
 
 
 def test_flip_is_refused_for_latents(tmp_path):
-    config = load_config(
-        None, ["--model.family", "dit", "--data.dataset", "latents", "--data.path", str(tmp_path)]
-    )
+    config = load_config(None, ["--model.family", "dit", "--data.dataset", "latents", "--data.path", str(tmp_path)])
     config.data.random_flip = True
     with pytest.raises(ValueError, match="data.random_flip works on pixels only"):
         validate_config(config)
 
 
 def test_cli_reports_config_errors_before_training(tmp_path, capsys):
-    status = main(
-        ["--config", str(write(tmp_path, "model: {family: mamba9000}\n")), "--output_dir", str(tmp_path)]
-    )
+    status = main(["--config", str(write(tmp_path, "model: {family: mamba9000}\n")), "--output_dir", str(tmp_path)])
     assert status == 2
     assert "model.family: unknown model family 'mamba9000'" in capsys.readouterr().err
     assert not (tmp_path / "train_config.yaml").exists()  # nothing ran
@@ -133,7 +126,7 @@ def shipped_configs() -> list[Path]:
 def test_every_shipped_config_is_a_yaml_mapping():
     paths = shipped_configs()
     names = {p.stem for p in paths}
-    assert {"digits_unet2d", "digits_dit", "tiny_unet2d", "tiny_dit"} <= names
+    assert {"digits_unet2d", "digits_dit", "tiny_unet2d", "tiny_dit", "tiny_lamamba_diff"} <= names
     assert {"lamamba_diff_xl_imagenet256", "dimsum_l2_imagenet256", "motion_mamba_humanml3d_vae"} <= names
     for path in paths:
         assert isinstance(yaml.safe_load(path.read_text()), dict), path

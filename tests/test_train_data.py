@@ -126,9 +126,7 @@ def digit_folder(tmp_path):
     rng = np.random.default_rng(2)
     for label in ("0", "1"):
         for k in range(3):
-            save_png(
-                tmp_path / "images" / label / f"{k}.png", rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)
-            )
+            save_png(tmp_path / "images" / label / f"{k}.png", rng.integers(0, 256, (20, 24, 3), dtype=np.uint8))
     return tmp_path / "images"
 
 
@@ -158,19 +156,13 @@ def test_encode_latents_mean_matches_the_autoencoder(tmp_path, digit_folder):
             torch.testing.assert_close(
                 cache[i + 6]["sample"], vae.encode(x.flip(-1)).latent_dist.mean[0] * 0.5, atol=1e-5, rtol=1e-5
             )
-            assert (
-                int(cache[i]["class_labels"])
-                == int(cache[i + 6]["class_labels"])
-                == images[i]["class_labels"]
-            )
+            assert int(cache[i]["class_labels"]) == int(cache[i + 6]["class_labels"]) == images[i]["class_labels"]
     assert not any(p.name.startswith(".tmp") for p in tmp_path.iterdir())
 
 
 def test_encode_latents_samples_the_posterior(tmp_path, digit_folder):
     vae = tiny_autoencoder(tmp_path / "vae")
-    out = encode_latents(
-        str(tmp_path / "vae"), digit_folder, 16, tmp_path / "cache", num_workers=0, device="cpu"
-    )
+    out = encode_latents(str(tmp_path / "vae"), digit_folder, 16, tmp_path / "cache", num_workers=0, device="cpu")
     cache = LatentCacheDataset(out)
     images = ImageFolderDataset(digit_folder, 16)
     with torch.no_grad():

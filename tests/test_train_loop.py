@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from diffusers import DDPMPipeline, DiffusionPipeline, UNet2DModel
+from PIL import Image
 from safetensors.torch import load_file
 from test_train_support import logged_losses, run_in_process, tiny_config
 
@@ -22,9 +23,7 @@ from ssmgen.train.trackers import wandb_mode
 
 
 def test_tiny_unet2d_learns_and_exports_a_ddpm_pipeline(tmp_path):
-    result = run_in_process(
-        tiny_config("unet2d", tmp_path, "--max_steps", "10", "--checkpoint.every_steps", "2")
-    )
+    result = run_in_process(tiny_config("unet2d", tmp_path, "--max_steps", "10", "--checkpoint.every_steps", "2"))
     losses = logged_losses(tmp_path)
     assert sorted(losses) == list(range(1, 11))
     assert sum(losses[s] for s in (8, 9, 10)) < 0.6 * sum(losses[s] for s in (1, 2, 3))
@@ -33,9 +32,7 @@ def test_tiny_unet2d_learns_and_exports_a_ddpm_pipeline(tmp_path):
 
     pipeline = DiffusionPipeline.from_pretrained(result.pipeline)
     assert isinstance(pipeline, DDPMPipeline) and pipeline.scheduler.config.clip_sample
-    images = pipeline(
-        batch_size=2, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np"
-    )
+    images = pipeline(batch_size=2, num_inference_steps=3, generator=torch.Generator().manual_seed(0), output_type="np")
     assert images.images.shape == (2, 8, 8, 1) and 0 <= images.images.min() and images.images.max() <= 1
     # The pipeline holds the EMA weights, not the last raw weights.
     ema = load_file(result.checkpoint / "ema.safetensors")
@@ -180,9 +177,7 @@ def test_tiny_dit_learns_with_label_dropout_and_exports_a_guided_pipeline(tmp_pa
 
 
 def test_dit_embedders_keep_the_null_row_but_never_drop_labels_themselves():
-    model = build_dit(
-        "tiny", {"sample_size": 8, "in_channels": 1, "out_channels": 2, "num_embeds_ada_norm": 10}
-    )
+    model = build_dit("tiny", {"sample_size": 8, "in_channels": 1, "out_channels": 2, "num_embeds_ada_norm": 10})
     model.train()
     x, t = torch.randn(4, 1, 8, 8), torch.tensor([1, 2, 3, 4])
     labels = torch.tensor([0, 1, 2, 3])
@@ -202,3 +197,24 @@ def test_drop_labels_uses_the_null_class():
     is_null = dropped == 10
     assert ((dropped == labels.repeat(100)) | is_null).all()
     assert 0.18 < is_null.float().mean().item() < 0.32
+
+
+def test_lamamba_diff_trains_class_conditional_and_unconditional(tmp_path):
+    import ssmgen.pipelines  # noqa: F401  (registers the ssmgen pipeline classes with diffusers)
+
+    result = run_in_process(tiny_config("lamamba_diff", tmp_path / "digits", "--max_steps", "3"))
+    pipeline = DiffusionPipeline.from_pretrained(result.pipeline)
+    assert pipeline.model.config.num_classes == 10 and pipeline.model.config.learn_sigma
+    out = pipeline(class_labels=[1, 2], num_inference_steps=2, guidance_scale=2.0, output_type="np").images
+    assert out.shape == (2, 8, 8, 1)
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "faces").mkdir()
+    for k in range(8):  # a flat folder: unconditional data
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / "faces" / f"{k}.png")
+    overrides = ["--data.dataset", "image_folder", "--data.path", str(tmp_path / "faces")]
+    overrides += ["--data.batch_size", "4", "--max_steps", "1", "--objective.name", "eps"]
+    result = run_in_process(tiny_config("lamamba_diff", tmp_path / "faces_run", *overrides))
+    pipeline = DiffusionPipeline.from_pretrained(result.pipeline)
+    assert pipeline.model.config.num_classes == 0 and not pipeline.model.config.learn_sigma
+    assert pipeline(batch_size=2, num_inference_steps=2, output_type="np").images.shape == (2, 8, 8, 3)

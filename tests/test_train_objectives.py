@@ -55,15 +55,11 @@ def test_discretized_log_likelihood_matches_scipy_bins():
     xs, mu, sd = x.numpy(), means.numpy(), np.exp(log_scales.numpy())
     upper = norm.cdf((xs + 1 / 255 - mu) / sd)
     lower = norm.cdf((xs - 1 / 255 - mu) / sd)
-    probability = np.where(
-        levels.numpy() == 0, upper, np.where(levels.numpy() == 255, 1 - lower, upper - lower)
-    )
+    probability = np.where(levels.numpy() == 0, upper, np.where(levels.numpy() == 255, 1 - lower, upper - lower))
     np.testing.assert_allclose(np.exp(got), probability, rtol=1e-6, atol=1e-10)
     # The 256 bin probabilities of one Gaussian sum to one.
     grid = torch.arange(256, dtype=torch.float64) / 127.5 - 1.0
-    total = discretized_gaussian_log_likelihood(
-        grid, torch.full_like(grid, 0.3), torch.full_like(grid, -1.5)
-    ).exp()
+    total = discretized_gaussian_log_likelihood(grid, torch.full_like(grid, 0.3), torch.full_like(grid, -1.5)).exp()
     assert total.sum().item() == pytest.approx(1.0, abs=1e-9)
 
 

@@ -25,9 +25,7 @@ from typing import Any, Literal
 import yaml
 
 MixedPrecision = Literal["no", "fp16", "bf16"]
-LRSchedule = Literal[
-    "constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"
-]
+LRSchedule = Literal["constant", "constant_with_warmup", "linear", "cosine", "cosine_with_restarts", "polynomial"]
 TrackerName = Literal["tensorboard", "wandb", "jsonl"]
 
 
@@ -155,9 +153,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         with open(path) as f:
             loaded = yaml.safe_load(f)
         if loaded is not None and not isinstance(loaded, dict):
-            raise ValueError(
-                f"--config: {str(path)!r} must hold a mapping of keys, got {type(loaded).__name__}"
-            )
+            raise ValueError(f"--config: {str(path)!r} must hold a mapping of keys, got {type(loaded).__name__}")
         raw = loaded or {}
     for key, value in parse_overrides(overrides or []):
         set_dotted(raw, key, value)
@@ -240,9 +236,7 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
                 return coerce(value, option, key)
             except ValueError as error:
                 errors.append(str(error))
-        raise ValueError(
-            errors[0] if len(errors) == 1 else f"{key}: expected {describe(hint)}, got {value!r}"
-        )
+        raise ValueError(errors[0] if len(errors) == 1 else f"{key}: expected {describe(hint)}, got {value!r}")
     if origin is Literal:
         if value not in args:
             raise ValueError(f"{key}: expected one of {', '.join(map(repr, args))}, got {value!r}")
@@ -253,9 +247,7 @@ def coerce(value: Any, hint: Any, key: str) -> Any:
         return [coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is tuple:
         if not isinstance(value, list | tuple) or len(value) != len(args):
-            raise ValueError(
-                f"{key}: expected a list of {len(args)} values ({describe(hint)}), got {value!r}"
-            )
+            raise ValueError(f"{key}: expected a list of {len(args)} values ({describe(hint)}), got {value!r}")
         return tuple(coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
     if origin is dict:
         if not isinstance(value, dict):

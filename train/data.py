@@ -86,9 +86,7 @@ def build_latents(config: DataConfig) -> tuple[Dataset, DataInfo]:
             f"data.resolution is {config.resolution} but the latent cache {config.path!r} was encoded at "
             f"{meta['resolution']}; set data.resolution: {meta['resolution']}"
         )
-    info = DataInfo(
-        "latent", tuple(meta["latent_shape"]), dataset.class_names, meta["vae"], meta.get("vae_subfolder")
-    )
+    info = DataInfo("latent", tuple(meta["latent_shape"]), dataset.class_names, meta["vae"], meta.get("vae_subfolder"))
     return dataset, info
 
 
@@ -123,9 +121,7 @@ def check_data_config(config: DataConfig) -> DatasetSpec:
     if config.num_workers < 0:
         raise ValueError(f"data.num_workers must be >= 0, got {config.num_workers}")
     if config.random_flip and spec.kind != "image":
-        raise ValueError(
-            f"data.random_flip works on pixels only; data.dataset {config.dataset!r} holds {spec.kind}s"
-        )
+        raise ValueError(f"data.random_flip works on pixels only; data.dataset {config.dataset!r} holds {spec.kind}s")
     return spec
 
 
@@ -184,9 +180,7 @@ class ShardedEpochBatches:
             epoch, batch = epoch + 1, 0
 
 
-def make_dataloader(
-    dataset: Dataset, batches: ShardedEpochBatches, num_workers: int, pin_memory: bool
-) -> DataLoader:
+def make_dataloader(dataset: Dataset, batches: ShardedEpochBatches, num_workers: int, pin_memory: bool) -> DataLoader:
     """A DataLoader over ``batches``; its own seeded generator keeps it off the global RNG (exact resume)."""
     return DataLoader(
         dataset,

@@ -66,9 +66,7 @@ class EMA(EMAModel):
         folder = Path(folder)
         state = json.loads((folder / state_file).read_text())
         if state.pop("warmup") != self.warmup:
-            raise ValueError(
-                f"ema.warmup differs from the checkpoint in {folder}; resume with the same EMA config"
-            )
+            raise ValueError(f"ema.warmup differs from the checkpoint in {folder}; resume with the same EMA config")
         tensors = load_file(folder / weights_file)
         if len(tensors) != len(self.shadow_params):
             raise ValueError(
@@ -76,7 +74,6 @@ class EMA(EMAModel):
                 f"the model has {len(self.shadow_params)} parameters"
             )
         state["shadow_params"] = [
-            tensors[f"shadow.{i}"].to(device=p.device, dtype=p.dtype)
-            for i, p in enumerate(self.shadow_params)
+            tensors[f"shadow.{i}"].to(device=p.device, dtype=p.dtype) for i, p in enumerate(self.shadow_params)
         ]
         self.load_state_dict(state)

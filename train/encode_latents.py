@@ -58,9 +58,7 @@ def encode_latents(
     autoencoder = AutoencoderKL.from_pretrained(vae, subfolder=subfolder).to(device).eval()
     downsampling = 2 ** (len(autoencoder.config.block_out_channels) - 1)
     if resolution % downsampling:
-        raise ValueError(
-            f"resolution {resolution} is not a multiple of the autoencoder's downsampling {downsampling}"
-        )
+        raise ValueError(f"resolution {resolution} is not a multiple of the autoencoder's downsampling {downsampling}")
     dataset = ImageFolderDataset(data, resolution, channels=autoencoder.config.in_channels)
     latent_shape = (
         autoencoder.config.latent_channels,
@@ -72,9 +70,7 @@ def encode_latents(
     generator = torch.Generator(device).manual_seed(seed)
 
     def write(folder: Path) -> None:
-        latents = np.lib.format.open_memmap(
-            folder / LATENTS_FILE, mode="w+", dtype=dtype, shape=(count, *latent_shape)
-        )
+        latents = np.lib.format.open_memmap(folder / LATENTS_FILE, mode="w+", dtype=dtype, shape=(count, *latent_shape))
         labels = np.full(count, -1, dtype=np.int64)
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
         start = 0
@@ -119,12 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--vae", required=True, help="AutoencoderKL folder or model id")
-    parser.add_argument(
-        "--subfolder", default=None, help="subfolder of --vae holding the autoencoder (e.g. vae)"
-    )
-    parser.add_argument(
-        "--data", required=True, help="image folder (class subfolders, or flat = unconditional)"
-    )
+    parser.add_argument("--subfolder", default=None, help="subfolder of --vae holding the autoencoder (e.g. vae)")
+    parser.add_argument("--data", required=True, help="image folder (class subfolders, or flat = unconditional)")
     parser.add_argument("--resolution", type=int, required=True)
     parser.add_argument("--output", required=True, help="folder to write the cache to")
     parser.add_argument("--batch-size", type=int, default=32)

@@ -120,9 +120,7 @@ def train(config: TrainConfig) -> TrainResult:
         config.seed,
         position,
     )
-    loader = iter(
-        make_dataloader(dataset, batches, config.data.num_workers, accelerator.device.type == "cuda")
-    )
+    loader = iter(make_dataloader(dataset, batches, config.data.num_workers, accelerator.device.type == "cuda"))
 
     # 5. Trackers and progress bar.
     run_name = config.logging.run_name or output_dir.name
@@ -134,9 +132,7 @@ def train(config: TrainConfig) -> TrainResult:
         to_dict(config),
         accelerator.is_main_process,
     )
-    global_batch = (
-        config.data.batch_size * accelerator.num_processes * config.optim.gradient_accumulation_steps
-    )
+    global_batch = config.data.batch_size * accelerator.num_processes * config.optim.gradient_accumulation_steps
     accelerator.print(
         f"ssmgen.train: {family.name} ({num_parameters / 1e6:.2f}M parameters) on {config.data.dataset} "
         f"({len(dataset)} examples {tuple(data_info.sample_shape)}), objective {objective.name}, "
@@ -211,9 +207,7 @@ def train(config: TrainConfig) -> TrainResult:
             if wants_samples or wants_export:
                 pipeline = ema_pipeline(accelerator, model, ema, family, objective, data_info)
                 if pipeline is not None and wants_samples:
-                    trackers.log_image(
-                        "samples", sample_grid(pipeline, family, data_info, config, accelerator), step
-                    )
+                    trackers.log_image("samples", sample_grid(pipeline, family, data_info, config, accelerator), step)
                 if pipeline is not None and wants_export:
                     folder = output_dir / (PIPELINE_DIR if is_last else f"{PIPELINE_DIR}-{step}")
                     final_pipeline = write_folder_atomically(
@@ -244,9 +238,7 @@ def multi_process_without_gpu() -> bool:
     accelerate then starts N unconnected single-process runs unless ``cpu=True``, which makes it use gloo
     (``MULTI_CPU``) so that the processes form one DDP group.
     """
-    has_accelerator = (
-        torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
-    )
+    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator
 
 
@@ -395,9 +387,7 @@ def sample_grid(
             output_type="np",
         ).images
     else:
-        images = pipeline(
-            batch_size=n, num_inference_steps=steps, generator=generator, output_type="np"
-        ).images
+        images = pipeline(batch_size=n, num_inference_steps=steps, generator=generator, output_type="np").images
     pipeline.to("cpu")
     return image_grid(images)
 
@@ -414,9 +404,7 @@ def summary(result: TrainResult, steps_run: int, global_batch: int, trackers: st
         f"ssmgen.train: done, {result.steps} steps ({steps_run} in this run) "
         f"in {format_seconds(result.seconds)} "
         f"({rate:.2f} steps/s, {rate * global_batch:.1f} samples/s)",
-        f"  final loss  {result.final_loss:.5f}"
-        if result.final_loss is not None
-        else "  final loss  (no step run)",
+        f"  final loss  {result.final_loss:.5f}" if result.final_loss is not None else "  final loss  (no step run)",
         f"  checkpoint  {result.checkpoint}",
         f"  pipeline    {result.pipeline}  (DiffusionPipeline.from_pretrained)",
         f"  trackers    {trackers}; metrics in {result.output_dir / METRICS_FILE}"

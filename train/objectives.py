@@ -122,9 +122,7 @@ class LearnedSigmaObjective(EpsilonObjective):
         eps, variance_values = output.split(channels, dim=1)
         mse = mean_flat((eps - noise.float()) ** 2)
         # The VLB term sees a frozen eps: the mean is trained by the MSE alone (IDDPM section 3.1).
-        vlb = self.diffusion.vlb_bits_per_dim(
-            sample.float(), noisy.float(), timesteps, eps.detach(), variance_values
-        )
+        vlb = self.diffusion.vlb_bits_per_dim(sample.float(), noisy.float(), timesteps, eps.detach(), variance_values)
         loss = mse + self.config.vlb_weight * vlb
         return loss.mean(), {"mse": mse.mean().detach(), "vlb": vlb.mean().detach()}
 
@@ -147,9 +145,7 @@ class GaussianDiffusion:
             torch.cat([self.posterior_variance[1:2], self.posterior_variance[1:]])
         )
         self.posterior_mean_coef_x0 = betas * alphas_cumprod_prev.sqrt() / (1.0 - alphas_cumprod)
-        self.posterior_mean_coef_xt = (
-            (1.0 - alphas_cumprod_prev) * (1.0 - betas).sqrt() / (1.0 - alphas_cumprod)
-        )
+        self.posterior_mean_coef_xt = (1.0 - alphas_cumprod_prev) * (1.0 - betas).sqrt() / (1.0 - alphas_cumprod)
 
     def gather(self, table: torch.Tensor, timesteps: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         """``table[t]`` shaped (B, 1, ..., 1) in ``like``'s dtype and device."""
@@ -168,9 +164,7 @@ class GaussianDiffusion:
         abar = self.gather(self.alphas_cumprod, timesteps, xt)
         return (xt - (1.0 - abar).sqrt() * eps) / abar.sqrt()
 
-    def learned_range_log_variance(
-        self, variance_values: torch.Tensor, timesteps: torch.Tensor
-    ) -> torch.Tensor:
+    def learned_range_log_variance(self, variance_values: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         """LEARNED_RANGE: v in [-1, 1] -> log variance between log(posterior variance) and log(beta_t)."""
         min_log = self.gather(self.posterior_log_variance_clipped, timesteps, variance_values)
         max_log = self.gather(self.betas.log(), timesteps, variance_values)
@@ -190,22 +184,16 @@ class GaussianDiffusion:
         true_log_variance = self.gather(self.posterior_log_variance_clipped, timesteps, x0)
         model_mean = self.posterior_mean(self.predict_x0(xt, timesteps, eps), xt, timesteps)
         model_log_variance = self.learned_range_log_variance(variance_values, timesteps)
-        kl = mean_flat(normal_kl(true_mean, true_log_variance, model_mean, model_log_variance)) / math.log(
-            2.0
-        )
+        kl = mean_flat(normal_kl(true_mean, true_log_variance, model_mean, model_log_variance)) / math.log(2.0)
         decoder_nll = -mean_flat(
             discretized_gaussian_log_likelihood(x0, means=model_mean, log_scales=0.5 * model_log_variance)
         ) / math.log(2.0)
         return torch.where(timesteps == 0, decoder_nll, kl)
 
 
-def normal_kl(
-    mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor
-) -> torch.Tensor:
+def normal_kl(mean1: torch.Tensor, logvar1: torch.Tensor, mean2: torch.Tensor, logvar2: torch.Tensor) -> torch.Tensor:
     """Elementwise KL(N(mean1, exp(logvar1)) || N(mean2, exp(logvar2))) in nats."""
-    return 0.5 * (
-        -1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2)
-    )
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
 
 
 def discretized_gaussian_log_likelihood(
@@ -256,8 +244,7 @@ class FlowObjective:
         target = self.scheduler.velocity_target(noise, sample, t).float()
         if velocity.shape != target.shape:
             raise ValueError(
-                f"objective 'flow' needs a model output of shape {tuple(target.shape)}, "
-                f"got {tuple(velocity.shape)}"
+                f"objective 'flow' needs a model output of shape {tuple(target.shape)}, got {tuple(velocity.shape)}"
             )
         return (velocity - target).pow(2).mean(), {}
 
@@ -275,7 +262,5 @@ OBJECTIVES: dict[str, Callable[[ObjectiveConfig], Objective]] = {
 def build_objective(config: ObjectiveConfig) -> Objective:
     """The objective named by ``config.name``."""
     if config.name not in OBJECTIVES:
-        raise ValueError(
-            f"objective.name: unknown objective {config.name!r}; allowed: {', '.join(OBJECTIVES)}"
-        )
+        raise ValueError(f"objective.name: unknown objective {config.name!r}; allowed: {', '.join(OBJECTIVES)}")
     return OBJECTIVES[config.name](config)

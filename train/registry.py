@@ -38,6 +38,9 @@ from diffusers import (
 )
 from diffusers.models.embeddings import LabelEmbedding
 
+from ssmgen.models.lamamba_diff import PRESETS as LAMAMBA_DIFF_PRESETS
+from ssmgen.models.lamamba_diff import LaMambaDiffModel
+
 from .config import TrainConfig
 from .data import DataInfo, check_data_config
 from .objectives import OBJECTIVES, Objective
@@ -71,15 +74,11 @@ def register_family(family: ModelFamily) -> ModelFamily:
 
 def get_family(name: str) -> ModelFamily:
     if name not in FAMILIES:
-        raise ValueError(
-            f"model.family: unknown model family {name!r}; allowed: {', '.join(sorted(FAMILIES))}"
-        )
+        raise ValueError(f"model.family: unknown model family {name!r}; allowed: {', '.join(sorted(FAMILIES))}")
     return FAMILIES[name]
 
 
-def table_builder(
-    model_cls: type[ModelMixin], presets: dict[str, dict[str, Any]]
-) -> Callable[..., ModelMixin]:
+def table_builder(model_cls: type[ModelMixin], presets: dict[str, dict[str, Any]]) -> Callable[..., ModelMixin]:
     """``build`` for a model without ``from_preset``: preset arguments from ``presets``, then ``kwargs``."""
 
     def build(preset: str | None, kwargs: dict[str, Any]) -> ModelMixin:
@@ -179,9 +178,7 @@ def constructor_arguments(model_cls: type) -> list[str]:
     return [name for name, p in parameters.items() if name != "self" and p.kind is not p.VAR_KEYWORD]
 
 
-def build_model(
-    family: ModelFamily, config: TrainConfig, data_info: DataInfo, objective: Objective
-) -> ModelMixin:
+def build_model(family: ModelFamily, config: TrainConfig, data_info: DataInfo, objective: Objective) -> ModelMixin:
     """The family's model sized for the data; ``model.kwargs`` may not contradict what the data implies."""
     if family.class_labels == "required" and data_info.num_classes is None:
         raise ValueError(
@@ -302,9 +299,7 @@ class DiTBaselineModel(DiTTransformer2DModel):
     extra key when loading, after a warning that it is not a constructor argument.
     """
 
-    def forward(
-        self, hidden_states, timestep=None, class_labels=None, cross_attention_kwargs=None, return_dict=True
-    ):
+    def forward(self, hidden_states, timestep=None, class_labels=None, cross_attention_kwargs=None, return_dict=True):
         if timestep is not None:
             timestep = torch.as_tensor(timestep, device=hidden_states.device)
             if timestep.ndim == 0:
@@ -328,9 +323,7 @@ def build_dit(preset: str | None, kwargs: dict[str, Any]) -> DiTBaselineModel:
     return model
 
 
-def export_class_conditional_pipeline(
-    model: ModelMixin, objective: Objective, data: DataInfo
-) -> DiffusionPipeline:
+def export_class_conditional_pipeline(model: ModelMixin, objective: Objective, data: DataInfo) -> DiffusionPipeline:
     """``ssmgen.pipelines.LaMambaDiffPipeline`` (DiT-style eps / learned-sigma sampling with CFG).
 
     Latent data bring the ``AutoencoderKL`` their cache names; pixel data have none. The class names become
@@ -357,5 +350,37 @@ register_family(
         data_kinds=("image", "latent"),
         class_labels="required",
         export_pipeline=export_class_conditional_pipeline,
+    )
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# ssmgen models
+# --------------------------------------------------------------------------------------------------
+
+
+def lamamba_diff_data_kwargs(data: DataInfo, objective: Objective, cond_dropout_prob: float) -> dict[str, Any]:
+    """LaMamba-Diff drops labels itself (null id ``num_classes``); ``num_classes=0`` is unconditional."""
+    return {
+        "sample_size": data.sample_size,
+        "in_channels": data.channels,
+        "num_classes": data.num_classes or 0,
+        "class_dropout_prob": cond_dropout_prob if data.num_classes else 1.0,
+        "learn_sigma": objective.output_channels(data.channels) == 2 * data.channels,
+    }
+
+
+register_family(
+    ModelFamily(
+        name="lamamba_diff",
+        model_cls=LaMambaDiffModel,
+        build=from_preset_builder(LaMambaDiffModel),
+        preset_names=lambda: list(LAMAMBA_DIFF_PRESETS),
+        data_kwargs=lamamba_diff_data_kwargs,
+        objectives=("eps_vlb", "eps"),
+        data_kinds=("image", "latent"),
+        class_labels="optional",
+        export_pipeline=export_class_conditional_pipeline,
+        drops_conditions_itself=True,
     )
 )

@@ -167,9 +167,7 @@ class Trackers:
 
     def describe(self) -> str:
         return (
-            ", ".join(
-                f"{b.name} ({b.mode})" if isinstance(b, WandbTracker) else b.name for b in self.backends
-            )
+            ", ".join(f"{b.name} ({b.mode})" if isinstance(b, WandbTracker) else b.name for b in self.backends)
             or "none"
         )
 
@@ -189,7 +187,5 @@ class Trackers:
             try:
                 getattr(backend, method)(*args)
             except Exception as error:  # a tracker must never stop training
-                warnings.warn(
-                    f"tracker {backend.name!r} failed in {method} and is disabled: {error}", stacklevel=3
-                )
+                warnings.warn(f"tracker {backend.name!r} failed in {method} and is disabled: {error}", stacklevel=3)
                 self.backends.remove(backend)

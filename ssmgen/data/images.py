@@ -89,8 +89,7 @@ class ImageFolderDataset(Dataset):
             ]
         if not self.items:
             raise ValueError(
-                f"data.path: no images ({', '.join(IMAGE_EXTENSIONS)}) in {str(root)!r} "
-                "or its class subfolders"
+                f"data.path: no images ({', '.join(IMAGE_EXTENSIONS)}) in {str(root)!r} or its class subfolders"
             )
 
     def __len__(self) -> int:

@@ -25,13 +25,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import diffusers
-import torch
 from accelerate import Accelerator
 
-from ssmgen.eval.digits_classifier import DigitsFeatureExtractor, digits_reference_images
+from ssmgen.eval.digits_classifier import digits_reference_images
 from ssmgen.eval.extract import extract_generated_features, feature_protocol
-from ssmgen.eval.fid import image_metrics, pipeline_sampler, reference_statistics
-from ssmgen.eval.inception import InceptionFeatureExtractor
+from ssmgen.eval.fid import image_metrics, load_extractor, pipeline_sampler, reference_statistics
 from ssmgen.train.loop import multi_process_without_gpu
 
 
@@ -77,18 +75,13 @@ def load_pipeline(path: str):
     return getattr(ssmgen.pipelines, class_name).from_pretrained(path)
 
 
-def build_extractor(args: argparse.Namespace) -> torch.nn.Module:
-    if args.extractor == "digits":
-        return DigitsFeatureExtractor.from_pretrained(args.digits_classifier)
-    return InceptionFeatureExtractor(args.inception_weights, resize=args.resize)
-
-
 def main(argv: list[str] | None = None) -> dict:
     """Run the benchmark; returns the JSON row on the main process and ``{}`` on the others."""
     args = parse_args(argv)
     accelerator = Accelerator(cpu=multi_process_without_gpu())  # gloo when launched on CPUs only
     progress = not args.no_progress
-    extractor = build_extractor(args).to(accelerator.device)
+    extractor = load_extractor(args.extractor, args.inception_weights, args.resize, args.digits_classifier)
+    extractor = extractor.to(accelerator.device)
 
     if args.reference == "digits":
         source = digits_reference_images(extractor.classifier.config.resolution)[0]

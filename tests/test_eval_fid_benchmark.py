@@ -18,6 +18,7 @@ from diffusers import DDPMPipeline, DDPMScheduler, UNet2DModel
 from ssmgen.eval.digits_classifier import DigitsFeatureExtractor, digits_reference_images, train_digits_classifier
 from ssmgen.eval.extract import feature_protocol
 from ssmgen.eval.fid import ImageFolder, pipeline_sampler, reference_statistics
+from ssmgen.eval.stats import FIDStatistics
 
 BENCHMARK = Path(__file__).resolve().parents[1] / "benchmarks" / "fid_images.py"
 NUM_SAMPLES, STEPS = 12, 3
@@ -132,3 +133,18 @@ def test_class_conditional_pipelines_get_balanced_labels_and_per_sample_seeds():
     assert images.shape == (3, 1, 1, 1) and images[1].item() == alone[0].item()
     with pytest.raises(ValueError, match="num_classes"):
         pipeline_sampler(SimpleNamespace(__call__=pipe.__call__, components={}))
+
+
+def test_stats_and_compare_commands(assets, tmp_path, capsys):
+    from PIL import Image
+
+    from ssmgen.eval.fid import main
+
+    for index, image in enumerate(digits_reference_images(16)[0][:150]):
+        Image.fromarray(image[0].numpy(), mode="L").save(tmp_path / f"{index:03d}.png")
+    classifier = str(assets / "classifier")
+    main(["stats", str(tmp_path), str(tmp_path / "a.npz"), "--extractor", "digits", "--digits-classifier", classifier])
+    main(["compare", str(tmp_path / "a.npz"), str(assets / "reference.npz")])
+    fid = float(capsys.readouterr().out.split()[-1])
+    expected = FIDStatistics.load(tmp_path / "a.npz").frechet_distance(FIDStatistics.load(assets / "reference.npz"))
+    assert fid == pytest.approx(expected, abs=1e-6) and fid > 0

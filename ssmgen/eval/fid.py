@@ -2,15 +2,21 @@
 
 Typical use (see also ``benchmarks/fid_images.py``, which runs this under ``accelerate launch``)::
 
-    extractor = InceptionFeatureExtractor("pt_inception-2015-12-05-6726825d.pth")   # resize="tf"
+    extractor = load_extractor("inception", inception_weights="pt_inception-2015-12-05-6726825d.pth")
     reference = reference_statistics("imagenet256_ref/", extractor)                 # or a stats .npz
     generated = extract_generated_features(pipeline_sampler(pipe, num_inference_steps=250),
                                            50_000, extractor, batch_size=64, accelerator=accelerator)
     print(image_metrics(generated, reference, feature_protocol(extractor, "round")))
+
+Command line (on GPUs, ``accelerate launch -m ssmgen.eval.fid ...`` shares the work between processes)::
+
+    python -m ssmgen.eval.fid stats IMAGES_OR_ADM_BATCH ref.npz --inception-weights FILE
+    python -m ssmgen.eval.fid compare a.npz b.npz
 """
 
 from __future__ import annotations
 
+import argparse
 import inspect
 import os
 from collections.abc import Sequence
@@ -21,6 +27,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from ssmgen.eval.digits_classifier import DigitsFeatureExtractor
 from ssmgen.eval.extract import SampleFn, extract_image_features, feature_protocol
 from ssmgen.eval.image_metrics import inception_score, precision_recall
 from ssmgen.eval.inception import InceptionFeatureExtractor
@@ -53,6 +60,22 @@ class ImageFolder(Sequence):
             array = np.asarray(image if image.mode == "L" else image.convert("RGB"))
         array = array[:, :, None] if array.ndim == 2 else array
         return torch.from_numpy(array.copy()).permute(2, 0, 1)
+
+
+def load_extractor(
+    kind: str = "inception",
+    inception_weights: str | os.PathLike | None = None,
+    resize: str = "tf",
+    digits_classifier: str | os.PathLike | None = None,
+) -> nn.Module:
+    """The Inception extractor (weights from a path or ``$SSMGEN_INCEPTION_WEIGHTS``) or the digits one."""
+    if kind == "inception":
+        return InceptionFeatureExtractor(inception_weights, resize=resize)
+    if kind == "digits":
+        if digits_classifier is None:
+            raise ValueError("kind='digits' needs digits_classifier, the folder of a trained digits classifier")
+        return DigitsFeatureExtractor.from_pretrained(digits_classifier)
+    raise ValueError(f"kind must be 'inception' or 'digits', got {kind!r}")
 
 
 def _uses_adm_precomputed_stats(extractor: nn.Module) -> bool:
@@ -186,3 +209,38 @@ def pipeline_sampler(
         return torch.from_numpy(np.asarray(images)).permute(0, 3, 1, 2)
 
     return sample
+
+
+def main(argv: list[str] | None = None) -> None:
+    from accelerate import Accelerator
+
+    parser = argparse.ArgumentParser(prog="python -m ssmgen.eval.fid", description="FID statistics files.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    stats = commands.add_parser("stats", help="statistics of an image folder or ADM batch -> ssmgen .npz")
+    stats.add_argument("source", help="image folder or ADM batch (.npz with arr_0)")
+    stats.add_argument("out", help="stats file to write")
+    stats.add_argument("--extractor", choices=("inception", "digits"), default="inception")
+    stats.add_argument("--inception-weights", default=None, help="defaults to $SSMGEN_INCEPTION_WEIGHTS")
+    stats.add_argument("--resize", choices=("tf", "pytorch-fid"), default="tf")
+    stats.add_argument("--digits-classifier", default=None)
+    stats.add_argument("--batch-size", type=int, default=50)
+    stats.add_argument("--keep-features", type=int, default=10_000, help="raw features kept for precision/recall")
+    compare = commands.add_parser("compare", help="FID between two ssmgen stats files")
+    compare.add_argument("first")
+    compare.add_argument("second")
+    args = parser.parse_args(argv)
+
+    if args.command == "compare":
+        print(f"FID {FIDStatistics.load(args.first).frechet_distance(FIDStatistics.load(args.second)):.6f}")
+        return
+    accelerator = Accelerator()
+    extractor = load_extractor(args.extractor, args.inception_weights, args.resize, args.digits_classifier)
+    extractor = extractor.to(accelerator.device)
+    result = reference_statistics(args.source, extractor, args.batch_size, args.keep_features, accelerator)
+    if accelerator.is_main_process:
+        result.save(args.out)
+        print(f"{result.num_samples} images, protocol {result.protocol} -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

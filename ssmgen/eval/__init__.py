@@ -34,6 +34,7 @@ _EXPORTS = {
     "quantize_images": "extract",
     "ImageFolder": "fid",
     "image_metrics": "fid",
+    "load_extractor": "fid",
     "pipeline_sampler": "fid",
     "reference_statistics": "fid",
     "DigitsClassifier": "digits_classifier",

@@ -141,7 +141,7 @@ def test_accumulation_bf16_and_checkpointing_step_the_schedule_once_per_optimize
     config = tiny_config(
         "unet2d",
         tmp_path,
-        "--max_steps", "3",
+        "--max_steps", "2",
         "--mixed_precision", "bf16",
         "--model.gradient_checkpointing", "true",
         "--optim.gradient_accumulation_steps", "2",
@@ -151,9 +151,9 @@ def test_accumulation_bf16_and_checkpointing_step_the_schedule_once_per_optimize
     result = run_in_process(config)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     # Linear warm-up over 4 optimizer steps: the LR after step s is lr * s / 4, whatever the accumulation.
-    assert [r["lr"] for r in records] == pytest.approx([2e-3 * s / 4 for s in (1, 2, 3)])
+    assert [r["lr"] for r in records] == pytest.approx([2e-3 * s / 4 for s in (1, 2)])
     state = json.loads((result.checkpoint / "training_state.json").read_text())
-    assert state["data_position"] == {"epoch": 0, "batch": 6}  # two micro-batches per step
+    assert state["data_position"] == {"epoch": 0, "batch": 4}  # two micro-batches per step
     assert all(math.isfinite(r["loss"]) for r in records)
 
 

@@ -30,7 +30,7 @@ from accelerate import Accelerator
 from ssmgen.eval.digits_classifier import digits_reference_images
 from ssmgen.eval.extract import extract_generated_features, feature_protocol
 from ssmgen.eval.fid import image_metrics, load_extractor, pipeline_sampler, reference_statistics
-from ssmgen.train.loop import multi_process_without_gpu
+from ssmgen.runtime import multi_process_without_gpu
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from ssmgen.kernels import causal_conv1d, multi_direction_scan, scan_order, selective_scan, stack_scan_orders
 
 

@@ -3,6 +3,7 @@
 import pytest
 import torch
 from scan_cases import make_scan_inputs, run_with_grads
+
 from ssmgen.kernels import selective_scan, selective_scan_reference
 
 # mamba-ssm's tolerances (tests/ops/test_selective_scan.py): output, then du x2, ddelta x5/x10.

@@ -10,8 +10,9 @@ import os
 import pytest
 import torch
 from scan_cases import make_scan_inputs
-from ssmgen.kernels import multi_direction_scan, scan_order, stack_scan_orders
 from test_kernels_selective_scan import TOLERANCES, assert_close_to_reference
+
+from ssmgen.kernels import multi_direction_scan, scan_order, stack_scan_orders
 
 triton_scan = pytest.importorskip("ssmgen.kernels.triton_scan", reason="triton is not installed")
 pytestmark = pytest.mark.skipif(

@@ -8,7 +8,6 @@ logging, checkpoints, sample grids and pipeline exports at their intervals, and 
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from functools import partial
@@ -23,6 +22,7 @@ from diffusers.optimization import get_scheduler
 from tqdm.auto import tqdm
 
 from ssmgen.data.images import random_flip
+from ssmgen.runtime import multi_process_without_gpu
 
 from .checkpointing import load_training_state, resume_point, save_checkpoint, write_folder_atomically
 from .config import TrainConfig, save_config, to_dict
@@ -230,16 +230,6 @@ def train(config: TrainConfig) -> TrainResult:
 # --------------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------------
-
-
-def multi_process_without_gpu() -> bool:
-    """A multi-process launch (``accelerate launch --multi_gpu``, torchrun) on a machine without accelerators.
-
-    accelerate then starts N unconnected single-process runs unless ``cpu=True``, which makes it use gloo
-    (``MULTI_CPU``) so that the processes form one DDP group.
-    """
-    has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator
 
 
 def check_ema_supported(accelerator: Accelerator) -> None:

@@ -24,9 +24,9 @@ from diffusers.configuration_utils import register_to_config
 from torch import nn
 
 from ssmgen.data.digits import DIGITS_NUM_CLASSES, load_digits
-from ssmgen.data.motion._threads import single_threaded
 from ssmgen.eval.assets import weights_fingerprint
 from ssmgen.eval.extract import quantize_images
+from ssmgen.runtime import single_threaded
 
 
 class DigitsClassifier(ModelMixin, ConfigMixin):

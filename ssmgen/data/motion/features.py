@@ -40,7 +40,8 @@ so it is kept by default; ``extract_features(..., fix_heading_wrap=True)`` avoid
 import numpy as np
 import torch
 
-from ._threads import single_threaded
+from ssmgen.runtime import single_threaded
+
 from .rotations import quat_between, quat_inverse, quat_mul, quat_rotate, quat_to_cont6d
 from .skeleton import FORWARD, Skeleton, check_joints, forward_direction, forward_kinematics, inverse_kinematics
 

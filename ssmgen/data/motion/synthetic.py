@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._threads import single_threaded
+from ssmgen.runtime import single_threaded
+
 from .captions import make_caption
 from .dataset import Caption, format_caption_line
 from .features import extract_features, recover_from_ric

@@ -11,6 +11,9 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "LaMambaDiffModel": "ssmgen.models",
+    "MLDDenoiser": "ssmgen.models",
+    "MotionMambaModel": "ssmgen.models",
+    "MotionVAE": "ssmgen.models",
     "LaMambaDiffPipeline": "ssmgen.pipelines",
 }
 

@@ -1,5 +1,8 @@
 """The ssmgen denoisers and the motion VAE (diffusers ModelMixin + ConfigMixin)."""
 
 from .lamamba_diff import LaMambaDiffModel
+from .mld_denoiser import MLDDenoiser
+from .motion_mamba import MotionMambaModel
+from .motion_vae import MotionVAE
 
-__all__ = ["LaMambaDiffModel"]
+__all__ = ["LaMambaDiffModel", "MLDDenoiser", "MotionMambaModel", "MotionVAE"]

@@ -11,7 +11,13 @@ them back. Every order the models use reduces to such a table:
   selected by ``index`` 0..7 in ZigMa's order; LaMamba-Diff's four snakes are zigzag 0, 4, 5, 7;
 - ``window``: LocalMamba-style local windows of ``window x window`` tokens, windows visited in
   row-major order and tokens row-major inside each window (``column_first=True`` makes both
-  column-major, as DiMSUM's odd layers do).
+  column-major, as DiMSUM's odd layers do);
+- ``sweep``: DiMSUM's 8 raster paths (``scanning_orders.sweep_path``): the same 4 start corners
+  and row- or column-first order as ``zigzag``, without the snake turns; ``sweep`` 0 and 1 are
+  ``row`` and ``col``, 6 and 7 are ``row_reverse`` and ``col_reverse``;
+- ``jpeg``: DiMSUM's 8 JPEG zigzag paths (``scanning_orders.jpeg_zigzag``) along the
+  anti-diagonals, from the same 4 corners, first stepping along the row (even ``index``) or down
+  the column (odd ``index``).
 
 Tables are built once per (name, grid, options) and cached, and moved to a device once per
 device.
@@ -33,7 +39,11 @@ SCAN_ORDER_NAMES = (
     "col_snake_reverse",
     "zigzag",
     "window",
+    "sweep",
+    "jpeg",
 )
+# Orders with 8 corner / direction variants selected by ``index``.
+INDEXED_ORDER_NAMES = ("zigzag", "sweep", "jpeg")
 # LaMamba-Diff's continuous scans: row snake from the top-left, row snake from the bottom-left
 # (moving up), column snake from the bottom-left (moving right), column snake from the
 # bottom-right (moving left).
@@ -69,6 +79,31 @@ def _snake(height: int, width: int, from_bottom: bool, from_right: bool, row_fir
     return path
 
 
+def _from_corner(cells: list[tuple[int, int]], height: int, width: int, corner_index: int) -> list[int]:
+    """Row-major token ids of (row, col) cells of a path drawn from the top-left corner, mirrored
+    to start at ZigMa's corner ``corner_index`` (0 top-left, 1 top-right, 2 bottom-left, 3 bottom-right)."""
+    from_bottom, from_right = _ZIGZAG_CORNERS[corner_index]
+    return [(height - 1 - r if from_bottom else r) * width + (width - 1 - c if from_right else c) for r, c in cells]
+
+
+def _raster_cells(height: int, width: int, row_first: bool) -> list[tuple[int, int]]:
+    if row_first:
+        return [(r, c) for r in range(height) for c in range(width)]
+    return [(r, c) for c in range(width) for r in range(height)]
+
+
+def _jpeg_cells(height: int, width: int, row_first: bool) -> list[tuple[int, int]]:
+    """JPEG zigzag: anti-diagonal d = row + col in turn, alternating direction; ``row_first`` takes
+    the first step to the right (rows decrease along even diagonals), otherwise downwards."""
+    cells = []
+    for d in range(height + width - 1):
+        rows = list(range(max(0, d - width + 1), min(d, height - 1) + 1))
+        if (d % 2 == 0) == row_first:
+            rows.reverse()
+        cells.extend((r, d - r) for r in rows)
+    return cells
+
+
 def _windows(height: int, width: int, window: int, column_first: bool) -> list[int]:
     """Window-major path: windows in raster order, tokens in raster order inside each window."""
     if height % window or width % window:
@@ -96,6 +131,10 @@ def _build(name: str, height: int, width: int, index: int, window: int, column_f
     elif name == "zigzag":
         from_bottom, from_right = _ZIGZAG_CORNERS[index // 2]
         path = _snake(height, width, from_bottom, from_right, row_first=index % 2 == 0)
+    elif name == "sweep":
+        path = _from_corner(_raster_cells(height, width, index % 2 == 0), height, width, index // 2)
+    elif name == "jpeg":
+        path = _from_corner(_jpeg_cells(height, width, index % 2 == 0), height, width, index // 2)
     else:  # "window"
         path = _windows(height, width, window, column_first)
     if name.endswith("_reverse"):
@@ -123,15 +162,15 @@ def scan_order(
 ) -> ScanOrder:
     """The cached permutation table of one scan order over a (height, width) token grid.
 
-    ``index`` selects one of the 8 zigzag paths; ``window`` and ``column_first`` configure the
-    local-window order. Returns a :class:`ScanOrder` of (L,) int64 tensors on ``device``.
+    ``index`` selects one of the 8 ``zigzag``, ``sweep`` or ``jpeg`` paths; ``window`` and
+    ``column_first`` configure the local-window order. Returns a :class:`ScanOrder` of (L,) int64 tensors on ``device``.
     """
     if name not in SCAN_ORDER_NAMES:
         raise ValueError(f"name must be one of {SCAN_ORDER_NAMES}, got {name!r}")
     if not (isinstance(height, int) and isinstance(width, int) and height > 0 and width > 0):
         raise ValueError(f"height and width must be positive integers, got {height!r} and {width!r}")
-    if name == "zigzag" and not 0 <= index < 8:
-        raise ValueError(f"index must be in 0..7 for the zigzag paths, got {index!r}")
+    if name in INDEXED_ORDER_NAMES and not (isinstance(index, int) and 0 <= index < 8):
+        raise ValueError(f"index must be in 0..7 for the {name} paths, got {index!r}")
     if name == "window" and not (isinstance(window, int) and window > 0):
         raise ValueError(f"window must be a positive integer for the window order, got {window!r}")
     order = _build(name, height, width, index, window, column_first)
@@ -142,18 +181,21 @@ def scan_order(
 
 def parse_scan_order_spec(spec: str) -> tuple[str, dict]:
     """A config string -> (name, options) for :func:`scan_order`: a plain name (``row``,
-    ``col_snake_reverse``...), ``zigzag{k}`` (k in 0..7), ``window{w}`` or ``window{w}_col``."""
-    if spec.startswith("zigzag") and spec[6:].isdigit() and int(spec[6:]) < 8:
-        return "zigzag", {"index": int(spec[6:])}
+    ``col_snake_reverse``...), ``zigzag{k}``, ``sweep{k}``, ``jpeg{k}`` (k in 0..7), ``window{w}``
+    or ``window{w}_col``."""
+    for name in INDEXED_ORDER_NAMES:
+        suffix = spec.removeprefix(name)
+        if suffix != spec and suffix.isdigit() and int(suffix) < 8:
+            return name, {"index": int(suffix)}
     if spec.startswith("window"):
         size, _, suffix = spec[6:].partition("_")
         if size.isdigit() and int(size) > 0 and suffix in ("", "col"):
             return "window", {"window": int(size), "column_first": suffix == "col"}
-    if spec in SCAN_ORDER_NAMES and spec not in ("zigzag", "window"):
+    if spec in SCAN_ORDER_NAMES and spec not in (*INDEXED_ORDER_NAMES, "window"):
         return spec, {}
     raise ValueError(
-        f"scan order spec must be one of {SCAN_ORDER_NAMES[:8]}, 'zigzag0'..'zigzag7', 'window{{w}}' or "
-        f"'window{{w}}_col', got {spec!r}"
+        f"scan order spec must be one of {SCAN_ORDER_NAMES[:8]}, 'zigzag0'..'zigzag7', 'sweep0'..'sweep7', "
+        f"'jpeg0'..'jpeg7', 'window{{w}}' or 'window{{w}}_col', got {spec!r}"
     )
 
 

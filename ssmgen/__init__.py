@@ -15,6 +15,7 @@ _EXPORTS = {
     "MotionMambaModel": "ssmgen.models",
     "MotionVAE": "ssmgen.models",
     "LaMambaDiffPipeline": "ssmgen.pipelines",
+    "MotionMambaPipeline": "ssmgen.pipelines",
 }
 
 

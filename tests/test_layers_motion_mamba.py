@@ -54,9 +54,7 @@ def htm_oracle(htm: HierarchicalTemporalMamba, hidden: torch.Tensor) -> torch.Te
 @pytest.mark.parametrize("aggregation", ["sum", "concat"])
 @pytest.mark.parametrize("num_scans", [1, 3])
 def test_htm_equals_k_isolated_ssms(aggregation, num_scans):
-    htm = perturbed(
-        HierarchicalTemporalMamba(8, num_scans, d_state=4, aggregation=aggregation, backend="torch")
-    )
+    htm = perturbed(HierarchicalTemporalMamba(8, num_scans, d_state=4, aggregation=aggregation, backend="torch"))
     hidden = torch.randn(2, 7, 8, generator=torch.Generator().manual_seed(1))
     torch.testing.assert_close(htm(hidden), htm_oracle(htm, hidden), rtol=1e-4, atol=1e-5)
     assert htm.A_logs.shape == (num_scans * 16, 4) and htm.conv1d.weight.shape[0] == num_scans * 16
@@ -142,9 +140,7 @@ def test_skip_transformer_wires_mirrored_skips_and_ignores_padding():
     x = torch.randn(2, 6, 8)
     padding = torch.tensor([[False] * 6, [False] * 4 + [True] * 2])
     out = stack(x, padding_mask=padding)
-    torch.testing.assert_close(
-        seen["linear_blocks.0"], torch.cat([seen["middle_block"], seen["input_blocks.1"]], -1)
-    )
+    torch.testing.assert_close(seen["linear_blocks.0"], torch.cat([seen["middle_block"], seen["input_blocks.1"]], -1))
     assert seen["linear_blocks.1"][..., 8:].equal(seen["input_blocks.0"])
     changed = x.clone()
     changed[1, 4:] = 100.0  # padded tokens: never attended to

@@ -43,14 +43,10 @@ class BidirectionalSpatialMamba(nn.Module):
         super().__init__()
         self.tokens, self.channels = tokens, channels
         self.norm = RMSNorm(channels)
-        self.mamba = Mamba(
-            tokens, d_state=d_state, d_conv=d_conv, expand=expand, bidirectional=True, backend=backend
-        )
+        self.mamba = Mamba(tokens, d_state=d_state, d_conv=d_conv, expand=expand, bidirectional=True, backend=backend)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x (batch, tokens, channels) -> (batch, tokens, channels)."""
         if x.dim() != 3 or x.shape[1:] != (self.tokens, self.channels):
-            raise ValueError(
-                f"x must be (batch, tokens={self.tokens}, channels={self.channels}), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"x must be (batch, tokens={self.tokens}, channels={self.channels}), got {tuple(x.shape)}")
         return self.mamba(self.norm(x).transpose(1, 2)).transpose(1, 2)

@@ -69,13 +69,9 @@ class HierarchicalTemporalMamba(nn.Module):
         self.dt_rank = resolve_dt_rank(dt_rank, d_model)
         k, inner = num_scans, self.d_inner
         self.in_proj = nn.Linear(d_model, 2 * inner, bias=bias)
-        self.conv1d = nn.Conv1d(
-            k * inner, k * inner, d_conv, groups=k * inner, padding=d_conv - 1, bias=conv_bias
-        )
+        self.conv1d = nn.Conv1d(k * inner, k * inner, d_conv, groups=k * inner, padding=d_conv - 1, bias=conv_bias)
         bound = inner**-0.5  # nn.Linear's default init, per module
-        self.x_proj_weight = nn.Parameter(
-            torch.empty(k, self.dt_rank + 2 * d_state, inner).uniform_(-bound, bound)
-        )
+        self.x_proj_weight = nn.Parameter(torch.empty(k, self.dt_rank + 2 * d_state, inner).uniform_(-bound, bound))
         self.dt_projs_weight = nn.Parameter(torch.empty(k, inner, self.dt_rank))
         self.dt_projs_bias = nn.Parameter(torch.empty(k, inner))
         init_dt_projection(
@@ -92,9 +88,7 @@ class HierarchicalTemporalMamba(nn.Module):
         self.Ds = ones_D(k * inner)
         self.out_proj = nn.Linear(inner if aggregation == "sum" else k * inner, d_model, bias=bias)
 
-    def forward(
-        self, hidden_states: torch.Tensor, state: MambaState | None = None, return_state: bool = False
-    ):
+    def forward(self, hidden_states: torch.Tensor, state: MambaState | None = None, return_state: bool = False):
         """hidden_states (batch, L, d_model) -> (batch, L, d_model), and with ``return_state`` the
         ``MambaState`` (conv (batch, k E, d_conv - 1), ssm (batch, k E, N) float32) to continue from."""
         if hidden_states.dim() != 3 or hidden_states.shape[-1] != self.d_model:

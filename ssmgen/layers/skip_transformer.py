@@ -34,9 +34,7 @@ class SkipTransformer(nn.Module):
     ):
         super().__init__()
         if num_layers < 1 or num_layers % 2 == 0:
-            raise ValueError(
-                f"num_layers must be odd (n input + 1 middle + n output blocks), got {num_layers}"
-            )
+            raise ValueError(f"num_layers must be odd (n input + 1 middle + n output blocks), got {num_layers}")
         if width % num_heads:
             raise ValueError(f"num_heads ({num_heads}) must divide the width ({width})")
         self.decoder = decoder

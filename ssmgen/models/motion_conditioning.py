@@ -47,9 +47,7 @@ def pooled_text(encoder_hidden_states: torch.Tensor, batch: int, text_dim: int) 
     if isinstance(h, torch.Tensor) and h.dim() == 3 and h.shape[1] == 1:
         h = h[:, 0]
     if not isinstance(h, torch.Tensor) or h.shape != (batch, text_dim) or not h.is_floating_point():
-        shape = (
-            tuple(encoder_hidden_states.shape) if isinstance(encoder_hidden_states, torch.Tensor) else None
-        )
+        shape = tuple(encoder_hidden_states.shape) if isinstance(encoder_hidden_states, torch.Tensor) else None
         raise ValueError(
             f"encoder_hidden_states must be a float (batch={batch}, text_dim={text_dim}) or (batch, 1, "
             f"text_dim) pooled text embedding, got {shape or type(encoder_hidden_states).__name__}"

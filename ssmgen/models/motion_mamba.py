@@ -102,9 +102,7 @@ class MotionMambaBlock(nn.Module):
     mode); the HTM state streams along the tokens.
     """
 
-    def __init__(
-        self, hidden_size: int, num_scans: int, bsm_tokens: int, htm_options: dict, bsm_options: dict
-    ):
+    def __init__(self, hidden_size: int, num_scans: int, bsm_tokens: int, htm_options: dict, bsm_options: dict):
         super().__init__()
         self.bsm_tokens = bsm_tokens
         self.norm = RMSNorm(hidden_size)
@@ -200,14 +198,10 @@ class MotionMambaModel(ModelMixin, ConfigMixin):
                 "quadratic in the length and would see future frames"
             )
         if num_blocks < 1 or num_mixer_layers < 0:
-            raise ValueError(
-                f"need num_blocks >= 1 and num_mixer_layers >= 0, got {num_blocks}, {num_mixer_layers}"
-            )
+            raise ValueError(f"need num_blocks >= 1 and num_mixer_layers >= 0, got {num_blocks}, {num_mixer_layers}")
         counts = hierarchical_scan_counts(num_blocks) if scan_counts is None else tuple(scan_counts)
         if len(counts) != num_blocks or any(not isinstance(k, int) or k < 1 for k in counts):
-            raise ValueError(
-                f"scan_counts must list {num_blocks} positive integers (outside in), got {scan_counts!r}"
-            )
+            raise ValueError(f"scan_counts must list {num_blocks} positive integers (outside in), got {scan_counts!r}")
         self.frame_mode = mode == "frame"
         self.scan_counts = counts
         bsm_tokens = 1 if self.frame_mode else NUM_CONDITION_TOKENS + latent_size
@@ -218,16 +212,10 @@ class MotionMambaModel(ModelMixin, ConfigMixin):
         self.condition = MotionConditionEmbedder(hidden_size, text_dim, time_embed_dim)
         self.proj_in = nn.Linear(in_channels, hidden_size)
         if not self.frame_mode:
-            self.pos_embed = nn.Parameter(
-                torch.randn(1, NUM_CONDITION_TOKENS + latent_size, hidden_size) * 0.02
-            )
-        self.encoder_blocks = nn.ModuleList(
-            MotionMambaBlock(hidden_size, k, bsm_tokens, htm, bsm) for k in counts
-        )
+            self.pos_embed = nn.Parameter(torch.randn(1, NUM_CONDITION_TOKENS + latent_size, hidden_size) * 0.02)
+        self.encoder_blocks = nn.ModuleList(MotionMambaBlock(hidden_size, k, bsm_tokens, htm, bsm) for k in counts)
         self.mixers = nn.ModuleList(
-            AttentionMixer(
-                hidden_size, mixer_heads, mixer_mlp_ratio, cross_attention=mixer == "cross_attention"
-            )
+            AttentionMixer(hidden_size, mixer_heads, mixer_mlp_ratio, cross_attention=mixer == "cross_attention")
             for _ in range(num_mixer_layers)
         )
         self.decoder_blocks = nn.ModuleList(
@@ -295,9 +283,7 @@ class MotionMambaModel(ModelMixin, ConfigMixin):
             if state is not None or return_state:
                 raise ValueError("state: only frame mode streams; a latent-mode sample is one whole motion")
         num_layers = 2 * config.num_blocks
-        if state is not None and (
-            len(state) != num_layers or not all(isinstance(s, MambaState) for s in state)
-        ):
+        if state is not None and (len(state) != num_layers or not all(isinstance(s, MambaState) for s in state)):
             raise ValueError(f"state must be the {num_layers} MambaStates a previous call returned")
         condition = condition_tokens(self.condition, timestep, encoder_hidden_states, sample)
         x = self.proj_in(sample)

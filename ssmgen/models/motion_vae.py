@@ -35,9 +35,7 @@ from .motion_conditioning import check_motion_sample
 PRESETS = {
     "paper": dict(),  # Motion Mamba's VAE: MLD's architecture with a 2 x 256 latent
     "mld-1": dict(latent_size=1),  # MLD's released latent size
-    "tiny": dict(
-        latent_dim=32, ff_size=64, num_layers=3, num_heads=2, dropout=0.0, max_position_embeddings=256
-    ),
+    "tiny": dict(latent_dim=32, ff_size=64, num_layers=3, num_heads=2, dropout=0.0, max_position_embeddings=256),
 }
 
 
@@ -50,9 +48,7 @@ class DiagonalGaussian:
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """A reparameterised draw mean + std * eps (differentiable in mean and logvar)."""
-        eps = torch.randn(
-            self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype
-        )
+        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
         return self.mean + self.std * eps
 
     def mode(self) -> torch.Tensor:
@@ -82,9 +78,7 @@ def frame_mask(lengths, num_frames: int | None, batch: int, device: torch.device
     if lengths.dim() == 0:
         lengths = lengths.expand(batch)
     if lengths.shape != (batch,) or lengths.is_floating_point() or lengths.dtype == torch.bool:
-        raise ValueError(
-            f"lengths must be an int or ({batch},) integers, got {tuple(lengths.shape)} {lengths.dtype}"
-        )
+        raise ValueError(f"lengths must be an int or ({batch},) integers, got {tuple(lengths.shape)} {lengths.dtype}")
     total = int(lengths.max()) if num_frames is None else num_frames
     if int(lengths.min()) < 1 or int(lengths.max()) > min(total, limit):
         raise ValueError(
@@ -171,9 +165,7 @@ class MotionVAE(ModelMixin, ConfigMixin):
         """latents (B, latent_size, latent_dim), lengths int or (B,) -> features (B, T, feature_dim) with
         T = ``num_frames`` or the longest length, zero past each length."""
         config = self.config
-        check_motion_sample(
-            latents, (config.latent_size, config.latent_dim), "latent_size, latent_dim", "latents"
-        )
+        check_motion_sample(latents, (config.latent_size, config.latent_dim), "latent_size, latent_dim", "latents")
         if not torch.isfinite(latents).all():
             raise ValueError("latents contain NaN or infinite values")
         batch = latents.shape[0]

@@ -8,10 +8,15 @@ folder loads through the generic loader (existing diffusers names are never repl
 
 import diffusers
 
+from .dimsum import DiMSUMPipeline
 from .lamamba_diff import LaMambaDiffPipeline
 from .motion_mamba import MotionMambaPipeline
 
-PIPELINES = {"LaMambaDiffPipeline": LaMambaDiffPipeline, "MotionMambaPipeline": MotionMambaPipeline}
+PIPELINES = {
+    "DiMSUMPipeline": DiMSUMPipeline,
+    "LaMambaDiffPipeline": LaMambaDiffPipeline,
+    "MotionMambaPipeline": MotionMambaPipeline,
+}
 
 for _name, _cls in PIPELINES.items():
     if not hasattr(diffusers, _name):

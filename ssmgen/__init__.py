@@ -10,12 +10,15 @@ import importlib
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "DiMSUMModel": "ssmgen.models",
     "LaMambaDiffModel": "ssmgen.models",
     "MLDDenoiser": "ssmgen.models",
     "MotionMambaModel": "ssmgen.models",
     "MotionVAE": "ssmgen.models",
+    "DiMSUMPipeline": "ssmgen.pipelines",
     "LaMambaDiffPipeline": "ssmgen.pipelines",
     "MotionMambaPipeline": "ssmgen.pipelines",
+    "FlowMatchingScheduler": "ssmgen.schedulers",
 }
 
 

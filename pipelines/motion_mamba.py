@@ -324,7 +324,7 @@ class MotionMambaPipeline(DiffusionPipeline):
                 features, lengths = torch.cat([prefix, features], dim=1), lengths + prefix.shape[1]
         else:
             latents = latents / self.vae.config.scaling_factor
-            features = self.vae.decode(latents.to(self.vae.dtype), lengths, num_frames=max(lengths).item()).sample
+            features = self.vae.decode(latents.to(self.vae.dtype), lengths, num_frames=int(lengths.max())).sample
 
         # 6. Post-process: un-normalise, recover the joints, zero every frame past its motion's length.
         valid = torch.arange(features.shape[1], device=device)[None] < lengths[:, None]

@@ -4,7 +4,7 @@ through DiffusionPipeline, MLD's denoiser, frame mode (2,000 frames, continuatio
 import numpy as np
 import pytest
 import torch
-from diffusers import DiffusionPipeline
+from diffusers import DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import BertConfig, BertModel, BertTokenizer, CLIPConfig, CLIPModel
 
@@ -124,6 +124,17 @@ def test_guidance_scale_one_is_the_conditional_branch(pipe):
     barely_guided = run(pipe, guidance_scale=1.0 + 1e-6).features  # the batched [empty; prompt] path
     torch.testing.assert_close(barely_guided, conditional, rtol=0, atol=1e-4)
     assert not torch.allclose(run(pipe, guidance_scale=7.5).features, conditional, atol=1e-3)
+
+
+@pytest.mark.parametrize("scheduler_class", [DDPMScheduler, DPMSolverMultistepScheduler, EulerDiscreteScheduler])
+def test_epsilon_schedulers_swap_in(pipe, scheduler_class):
+    original = pipe.scheduler
+    pipe.scheduler = scheduler_class.from_config(original.config)
+    try:
+        out = run(pipe)
+    finally:
+        pipe.scheduler = original
+    assert out.features.shape == (2, 40, FEATURES) and torch.isfinite(out.joints).all()
 
 
 def test_callback_can_replace_latents(pipe):

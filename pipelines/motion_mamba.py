@@ -145,7 +145,7 @@ class MotionMambaPipeline(DiffusionPipeline):
                 f"prompt: entries {empty} are empty; the empty prompt is the unconditional branch of guidance, "
                 "so describe the motion"
             )
-        lengths = [num_frames] * len(prompts) if isinstance(num_frames, int) else num_frames
+        lengths = [num_frames] * len(prompts) if isinstance(num_frames, int | np.integer) else num_frames
         if not isinstance(lengths, list | tuple) or len(lengths) != len(prompts):
             raise ValueError(f"num_frames must be an int or one length per prompt ({len(prompts)}), got {num_frames!r}")
         limit = None if self.model.frame_mode else self.vae.max_decode_frames

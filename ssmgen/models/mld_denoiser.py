@@ -37,7 +37,7 @@ PRESETS = {
         dropout=0.0,
         text_dim=16,
         time_embed_dim=32,
-    ),  # fmt: skip
+    ),
 }
 
 

@@ -75,7 +75,7 @@ PRESETS = {
         mixer="cross_attention",
         mixer_heads=4,
         bsm_expand=8,
-    ),  # fmt: skip
+    ),
     "tiny": dict(
         in_channels=16,
         latent_size=2,
@@ -86,7 +86,7 @@ PRESETS = {
         time_embed_dim=32,
         mixer_heads=2,
         bsm_d_state=4,
-    ),  # fmt: skip
+    ),
 }
 
 

@@ -91,7 +91,7 @@ def test_presets_have_the_official_size_without_the_dead_weights(preset, depth, 
 
 def test_l4_and_v1_presets():
     with torch.device("meta"):
-        l4, v1 = DiMSUMModel.from_preset("L/4"), DiMSUMModel.from_preset("L/2-v1")
+        l4, v1 = DiMSUMModel.from_preset("L/4"), DiMSUMModel.from_preset("DiM-L/2-v1")  # official name
     assert l4.x_embedder.proj.kernel_size == (4, 4) and l4.pos_embed.shape == (1, 64, 1024)
     assert len(v1.blocks) == 20 and v1.pos_embed.shape == (1, 256, 1024)
 
@@ -165,6 +165,12 @@ def test_spatial_branch_is_causal_along_its_layers_scan(layer):
 
 
 # --- forward -----------------------------------------------------------------------------------------
+
+
+def test_other_wavelets_and_levels_run():
+    for options in (dict(wavelet="db2"), dict(wavelet_levels=1), dict(wavelet_levels=3)):
+        out = randomize_(tiny(**options)).eval()(*inputs()).sample
+        assert out.shape == (2, 4, 8, 8) and torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("channels, size", [(4, 8), (3, 8), (4, 16)])
@@ -278,6 +284,8 @@ def test_bad_inputs():
         DiMSUMModel.from_preset("tiny", scan_type="zigma_9")
     with pytest.raises(ValueError, match="sample_size"):
         DiMSUMModel.from_preset("tiny", sample_size=6)
+    with pytest.raises(ValueError, match="wavelet"):
+        DiMSUMModel.from_preset("tiny", wavelet="mexh")  # continuous, not a filter bank
 
 
 # --- official names and checkpoints ------------------------------------------------------------------

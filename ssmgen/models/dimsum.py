@@ -34,6 +34,7 @@ import argparse
 import math
 import re
 
+import pywt
 import torch
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
@@ -144,15 +145,18 @@ class DiMSUMBlock(nn.Module):
         )
         spatial, frequency = h.chunk(2, dim=-1)
         spatial = self.spatial_mamba(spatial, c, spatial_order)
-        batch, tokens, half = frequency.shape
-        grid_map = frequency.transpose(1, 2).reshape(batch, half, grid, grid)
-        coefficients = wavelet_tokens(grid_map, self.wavelet_levels, self.wavelet)
-        coefficients = self.freq_mamba(coefficients, c, wavelet_order)
-        frequency = wavelet_tokens_inverse(coefficients, grid, grid, self.wavelet_levels, self.wavelet)
-        h = h + self.proj(spatial, frequency.flatten(2).transpose(1, 2))
+        frequency = self._wavelet_branch(frequency, c, grid, wavelet_order)
+        h = h + self.proj(spatial, frequency)
         shift, scale, gate = self.adaLN_modulation(c).chunk(3, dim=-1)
         h = h + apply_gate(self.mlp(modulate(self.norm_2(h), shift, scale)), gate)
         return h, residual
+
+    def _wavelet_branch(self, x: torch.Tensor, c: torch.Tensor, grid: int, scan_order: ScanOrder) -> torch.Tensor:
+        """x (B, L, dim / 2) -> wavelet tokens w -> inverse(w + gate * Mamba(modulate(w))) (B, L, dim / 2)."""
+        grid_map = x.transpose(1, 2).unflatten(2, (grid, grid))  # (B, dim / 2, grid, grid)
+        coefficients = self.freq_mamba(wavelet_tokens(grid_map, self.wavelet_levels, self.wavelet), c, scan_order)
+        grid_map = wavelet_tokens_inverse(coefficients, grid, grid, self.wavelet_levels, self.wavelet)
+        return grid_map.flatten(2).transpose(1, 2)
 
 
 class DiMSUMModel(ModelMixin, ConfigMixin):
@@ -216,6 +220,10 @@ class DiMSUMModel(ModelMixin, ConfigMixin):
             raise ValueError(
                 f"sample_size ({sample_size}) must be a multiple of patch_size * 2**wavelet_levels "
                 f"({patch_size * 2**wavelet_levels})"
+            )
+        if wavelet not in pywt.wavelist(kind="discrete"):
+            raise ValueError(
+                f"wavelet must be a discrete pywavelets wavelet (pywt.wavelist(kind='discrete')), got {wavelet!r}"
             )
         if not 0.0 <= drop_path < 1.0:
             raise ValueError(f"drop_path must be in [0, 1), got {drop_path}")
@@ -286,15 +294,17 @@ class DiMSUMModel(ModelMixin, ConfigMixin):
 
     @classmethod
     def from_preset(cls, name: str, **overrides) -> "DiMSUMModel":
-        """``B/2``, ``L/2`` (released), ``L/2-v1``, ``XL/2``, ``L/4``, ``L/4-v1`` and ``tiny``.
+        """``B/2``, ``L/2`` (released), ``L/2-v1``, ``XL/2``, ``L/4``, ``L/4-v1`` and ``tiny``; the official
+        names (``DiM-L/2``...) are accepted too.
 
         At 256px (32x32x4 latents, 1000 classes): B/2 184.4M, L/2 426.3M, L/2-v1 526.0M, XL/2 791.1M
         parameters; the official models carry 14.2M / 33.6M / 42.0M / 63.8M more in dead ``cond_proj``
         weights (B/2 198.5M, L/2 459.9M, XL/2 854.8M).
         """
-        if name not in PRESETS:
-            raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
-        return cls(**(PRESETS[name] | overrides))
+        key = name.removeprefix("DiM-") if isinstance(name, str) else name
+        if key not in PRESETS:
+            raise ValueError(f"preset must be one of {sorted(PRESETS)} (optionally prefixed 'DiM-'), got {name!r}")
+        return cls(**(PRESETS[key] | overrides))
 
     def _position_embedding(self, grid: int) -> torch.Tensor:
         """The learned (1, grid**2, D) embedding, bicubically interpolated when the grid differs."""

@@ -1,13 +1,14 @@
 """K scan orders over the same tokens in one selective-scan call (VMamba's cross-scan).
 
 The K directions are folded into the channel axis, (batch, K * dim, L), with one B/C group per
-direction, exactly as VMamba runs SS2D. The Triton backend reads and writes every direction
-through its permutation table, so no permuted copies are made; the other backends gather
-the inputs into scan order and the outputs back.
+direction, exactly as VMamba runs SS2D. The Triton and torch backends read and write every
+direction through its permutation table, so no permuted copies are made; the sequential
+reference gathers the inputs into scan order and the outputs back.
 """
 
 import torch
 
+from .chunked_scan import ChunkedSelectiveScan
 from .scan_inputs import INPUT_DTYPES, check_scan_arguments
 from .scan_orders import ScanOrder
 from .selective_scan import check_triton_device, resolve_backend, selective_scan
@@ -60,11 +61,13 @@ def multi_direction_scan(
     perm, inverse = perm.to(u.device), inverse.to(u.device)
 
     backend = resolve_backend(backend, u.device)
-    if backend == "triton":
-        check_triton_device(u.device)
-        from .triton_scan import TritonSelectiveScan
-
-        out, _ = TritonSelectiveScan.apply(u, delta, A, B, C, D, None, delta_bias, None, delta_softplus, perm)
+    if backend != "reference":
+        if backend == "triton":
+            check_triton_device(u.device)
+            from .triton_scan import TritonSelectiveScan as scan
+        else:
+            scan = ChunkedSelectiveScan
+        out, _ = scan.apply(u, delta, A, B, C, D, None, delta_bias, None, delta_softplus, perm)
         return out.view(batch, K, dim, length)
 
     def to_scan_order(x: torch.Tensor, rows: int) -> torch.Tensor:

@@ -12,11 +12,6 @@ import torch.nn.functional as F
 INPUT_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
-def softplus_grad(x: torch.Tensor) -> torch.Tensor:
-    """Derivative of ``F.softplus`` (threshold 20: the identity above it)."""
-    return torch.where(x > 20, torch.ones_like(x), torch.sigmoid(x))
-
-
 def _shape(t: torch.Tensor | None) -> str:
     return "None" if t is None else str(tuple(t.shape))
 
@@ -106,16 +101,3 @@ class ScanInputs:
         if self.initial_state is None:
             return self.u.new_zeros(self.batch, self.dim, self.d_state, dtype=torch.float32)
         return self.initial_state.float()
-
-    def finish_output(self, y: torch.Tensor) -> torch.Tensor:
-        """y (batch, dim, L) float32 -> (y + D u) * silu(z), cast to u's dtype."""
-        if self.D is not None:
-            y = y + self.D.float()[:, None] * self.u.float()
-        if self.z is not None:
-            y = y * F.silu(self.z.float())
-        return y.to(self.u.dtype)
-
-    @staticmethod
-    def reshape_grad_like(grad: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        """A B/C gradient ((batch, G, N, L) or (G, E, N)) in the shape and dtype of ``like``."""
-        return grad.reshape(like.shape).to(like.dtype)

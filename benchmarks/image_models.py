@@ -5,8 +5,8 @@
    follow the DiT/fvcore convention (one multiply-add = one FLOP; torch's FlopCounterMode counts
    two, so its count is halved) and add the selective scans at 9 B L D N each, the count VMamba's
    fvcore hook uses. Models are built on the meta device, so no weights are allocated.
-2. CPU forward time of the smallest pair as the latent side doubles twice (4x and 16x the
-   tokens), reported as growth relative to linear for ours and for DiT.
+2. CPU forward time of each family's smallest pair as the latent side doubles twice (4x and 16x
+   the tokens), reported as growth relative to linear for ours and for DiT.
 
 Usage:  python benchmarks/image_models.py [--timing-sizes 16 32 64] [--repeats 3] [--json out.json]
 """
@@ -21,7 +21,7 @@ from diffusers import DiTTransformer2DModel
 from torch.utils.flop_counter import FlopCounterMode
 
 from ssmgen.kernels.chunked_scan import ChunkedSelectiveScan
-from ssmgen.models import LaMambaDiffModel
+from ssmgen.models import DiMSUMModel, LaMambaDiffModel
 
 # DiT sizes (Peebles & Xie, table 1): layers, heads, head dim 64 (72 for XL), patch 2.
 DIT_SIZES = {
@@ -36,8 +36,12 @@ PAIRS = [
     ("LaMamba-Diff", "B", "B/2"),
     ("LaMamba-Diff", "L", "L/2"),
     ("LaMamba-Diff", "XL", "XL/2"),
+    # DiMSUM's paper compares its L/2 with DiT-L/2 (84.49 vs 80.74 GFLOPs at 256px, 337.48 vs 361.14 at 512px)
+    ("DiMSUM", "B/2", "B/2"),
+    ("DiMSUM", "L/2", "L/2"),
+    ("DiMSUM", "XL/2", "XL/2"),
 ]
-OUR_MODELS = {"LaMamba-Diff": LaMambaDiffModel}
+OUR_MODELS = {"LaMamba-Diff": LaMambaDiffModel, "DiMSUM": DiMSUMModel}
 
 
 def build_ours(family: str, preset: str, latent: int):
@@ -119,9 +123,9 @@ def forward_seconds(model, latent: int, repeats: int) -> float:
     return best
 
 
-def growth_table(sizes: list[int], repeats: int) -> list[dict]:
-    """Time of the smallest pair at each latent side; growth = t(n) / t(first) / (tokens ratio)."""
-    family, preset, dit_size = PAIRS[0]
+def growth_table(pair: tuple[str, str, str], sizes: list[int], repeats: int) -> list[dict]:
+    """Time of one pair at each latent side; growth = t(n) / t(first) / (tokens ratio)."""
+    family, preset, dit_size = pair
     torch.manual_seed(0)
     ours, dit = build_ours(family, preset, sizes[0]).eval(), build_dit(dit_size, sizes[0]).eval()
     rows, base = [], None
@@ -134,6 +138,7 @@ def growth_table(sizes: list[int], repeats: int) -> list[dict]:
         base = base or seconds
         tokens = (latent / sizes[0]) ** 2
         row = {
+            "model": f"{family}-{preset}",
             "latent": latent,
             "tokens_ratio": tokens,
             "ours_s": round(seconds[0], 4),
@@ -159,7 +164,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     result = {"sizes": size_table()}
     if not args.skip_timing:
-        result["growth"] = growth_table(args.timing_sizes, args.repeats)
+        smallest = [next(pair for pair in PAIRS if pair[0] == family) for family in OUR_MODELS]
+        result["growth"] = [row for pair in smallest for row in growth_table(pair, args.timing_sizes, args.repeats)]
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)

@@ -38,6 +38,8 @@ from diffusers import (
 )
 from diffusers.models.embeddings import LabelEmbedding
 
+from ssmgen.models.dimsum import PRESETS as DIMSUM_PRESETS
+from ssmgen.models.dimsum import DiMSUMModel
 from ssmgen.models.lamamba_diff import PRESETS as LAMAMBA_DIFF_PRESETS
 from ssmgen.models.lamamba_diff import LaMambaDiffModel
 
@@ -323,20 +325,31 @@ def build_dit(preset: str | None, kwargs: dict[str, Any]) -> DiTBaselineModel:
     return model
 
 
-def export_class_conditional_pipeline(model: ModelMixin, objective: Objective, data: DataInfo) -> DiffusionPipeline:
-    """``ssmgen.pipelines.LaMambaDiffPipeline`` (DiT-style eps / learned-sigma sampling with CFG).
+def class_conditional_exporter(
+    pipeline_class_name: str,
+) -> Callable[[ModelMixin, Objective, DataInfo], DiffusionPipeline]:
+    """``export_pipeline`` for an ``ssmgen.pipelines`` class-conditional image pipeline (LaMambaDiffPipeline for
+    DiT-style eps / learned-sigma models, DiMSUMPipeline for flow models).
 
     Latent data bring the ``AutoencoderKL`` their cache names; pixel data have none. The class names become
-    the pipeline's ``id2label``.
+    the pipeline's ``id2label``; the objective provides the matching sampling scheduler.
     """
-    from ssmgen.pipelines import LaMambaDiffPipeline
 
-    vae = None
-    if data.kind == "latent":
-        vae = AutoencoderKL.from_pretrained(data.vae, subfolder=data.vae_subfolder)
-    id2label = dict(enumerate(data.class_names)) if data.class_names else None
-    scheduler = objective.make_scheduler(pixel_space=data.kind == "image")
-    return LaMambaDiffPipeline(model=model, scheduler=scheduler, vae=vae, id2label=id2label)
+    def export(model: ModelMixin, objective: Objective, data: DataInfo) -> DiffusionPipeline:
+        import ssmgen.pipelines
+
+        vae = None
+        if data.kind == "latent":
+            vae = AutoencoderKL.from_pretrained(data.vae, subfolder=data.vae_subfolder)
+        id2label = dict(enumerate(data.class_names)) if data.class_names else None
+        scheduler = objective.make_scheduler(pixel_space=data.kind == "image")
+        pipeline_class = getattr(ssmgen.pipelines, pipeline_class_name)
+        return pipeline_class(model=model, scheduler=scheduler, vae=vae, id2label=id2label)
+
+    return export
+
+
+export_class_conditional_pipeline = class_conditional_exporter("LaMambaDiffPipeline")
 
 
 register_family(
@@ -359,8 +372,9 @@ register_family(
 # --------------------------------------------------------------------------------------------------
 
 
-def lamamba_diff_data_kwargs(data: DataInfo, objective: Objective, cond_dropout_prob: float) -> dict[str, Any]:
-    """LaMamba-Diff drops labels itself (null id ``num_classes``); ``num_classes=0`` is unconditional."""
+def ssmgen_image_data_kwargs(data: DataInfo, objective: Objective, cond_dropout_prob: float) -> dict[str, Any]:
+    """LaMamba-Diff and DiMSUM drop labels themselves (null id ``num_classes``); ``num_classes=0`` is
+    unconditional; learned sigma follows the objective."""
     return {
         "sample_size": data.sample_size,
         "in_channels": data.channels,
@@ -376,11 +390,27 @@ register_family(
         model_cls=LaMambaDiffModel,
         build=from_preset_builder(LaMambaDiffModel),
         preset_names=lambda: list(LAMAMBA_DIFF_PRESETS),
-        data_kwargs=lamamba_diff_data_kwargs,
+        data_kwargs=ssmgen_image_data_kwargs,
         objectives=("eps_vlb", "eps"),
         data_kinds=("image", "latent"),
         class_labels="optional",
         export_pipeline=export_class_conditional_pipeline,
+        drops_conditions_itself=True,
+    )
+)
+
+
+register_family(
+    ModelFamily(
+        name="dimsum",
+        model_cls=DiMSUMModel,
+        build=from_preset_builder(DiMSUMModel),
+        preset_names=lambda: list(DIMSUM_PRESETS),
+        data_kwargs=ssmgen_image_data_kwargs,
+        objectives=("flow",),
+        data_kinds=("image", "latent"),
+        class_labels="optional",
+        export_pipeline=class_conditional_exporter("DiMSUMPipeline"),
         drops_conditions_itself=True,
     )
 )

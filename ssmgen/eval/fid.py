@@ -32,6 +32,7 @@ from ssmgen.eval.extract import SampleFn, extract_image_features, feature_protoc
 from ssmgen.eval.image_metrics import inception_score, precision_recall
 from ssmgen.eval.inception import InceptionFeatureExtractor
 from ssmgen.eval.stats import STATS_FORMAT, FeatureProtocol, FIDStatistics, load_adm_batch, load_adm_reference_stats
+from ssmgen.runtime import multi_process_without_gpu
 
 IMAGE_EXTENSIONS = {".bmp", ".jpg", ".jpeg", ".pgm", ".png", ".ppm", ".tif", ".tiff", ".webp"}
 CLASS_COUNT_CONFIG_KEYS = ("num_classes", "num_class_embeds", "num_embeds_ada_norm")
@@ -214,7 +215,17 @@ def pipeline_sampler(
 def main(argv: list[str] | None = None) -> None:
     from accelerate import Accelerator
 
-    parser = argparse.ArgumentParser(prog="python -m ssmgen.eval.fid", description="FID statistics files.")
+    parser = argparse.ArgumentParser(
+        prog="ssmgen fid",
+        description="FID statistics files (also python -m ssmgen.eval.fid); a pipeline's FID: benchmarks/fid_images.py",
+        epilog=(
+            "examples:\n"
+            "  ssmgen fid stats /data/imagenet256_val ref.npz --inception-weights pt_inception-2015-12-05.pth\n"
+            "  ssmgen fid stats VIRTUAL_imagenet256_labeled.npz ref.npz\n"
+            "  ssmgen fid compare ref.npz generated.npz"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     stats = commands.add_parser("stats", help="statistics of an image folder or ADM batch -> ssmgen .npz")
     stats.add_argument("source", help="image folder or ADM batch (.npz with arr_0)")
@@ -233,7 +244,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.command == "compare":
         print(f"FID {FIDStatistics.load(args.first).frechet_distance(FIDStatistics.load(args.second)):.6f}")
         return
-    accelerator = Accelerator()
+    accelerator = Accelerator(cpu=multi_process_without_gpu())  # gloo when launched on CPUs only
     extractor = load_extractor(args.extractor, args.inception_weights, args.resize, args.digits_classifier)
     extractor = extractor.to(accelerator.device)
     result = reference_statistics(args.source, extractor, args.batch_size, args.keep_features, accelerator)

@@ -144,8 +144,54 @@ def cpu_benchmark(lengths, repeats) -> list[dict]:
     return rows
 
 
+def gpu_agreement() -> dict:
+    """Before timing: the Triton kernels against the torch backend on CUDA (float32, outputs and all
+    gradients, several chunks of the Triton recompute, grouped B/C, z, initial state; and a
+    4-direction scan read through its tables)."""
+    from ssmgen.kernels import multi_direction_scan, scan_order_from_spec, stack_scan_orders
+
+    gen = torch.Generator().manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=gen).cuda()
+
+    batch, dim, N, L, G = 2, 256, 16, 1000, 2
+    plain = {
+        "u": randn(batch, dim, L), "delta": randn(batch, dim, L) - 1,
+        "A": -torch.rand(dim, N, generator=gen).cuda() - 0.1, "B": randn(batch, G, N, L),
+        "C": randn(batch, G, N, L), "D": randn(dim), "z": randn(batch, dim, L),
+        "delta_bias": randn(dim) * 0.1, "initial_state": randn(batch, dim, N),
+    }  # fmt: skip
+    orders = stack_scan_orders(
+        tuple(scan_order_from_spec(s, 24, 32, "cuda") for s in ("row", "col", "zigzag4", "window8"))
+    )
+    K, E = 4, 64
+    multi = {
+        "u": randn(batch, E, 768), "delta": randn(batch, K * E, 768) - 1,
+        "A": -torch.rand(K * E, N, generator=gen).cuda(), "B": randn(batch, K, N, 768),
+        "C": randn(batch, K, N, 768), "D": randn(K * E), "delta_bias": randn(K * E) * 0.1,
+    }  # fmt: skip
+    worst = {}
+    for name, inputs, call in (
+        ("selective_scan", plain, lambda b, **a: selective_scan(**a, delta_softplus=True, backend=b)),
+        ("multi_direction_scan", multi, lambda b, **a: multi_direction_scan(**a, orders=orders, backend=b)),
+    ):
+        results = {}
+        for backend in ("torch", "triton"):
+            leaves = {k: v.clone().requires_grad_() for k, v in inputs.items()}
+            out = call(backend, **leaves)
+            (out * torch.linspace(-1, 1, out.numel(), device="cuda").view_as(out)).sum().backward()
+            results[backend] = [out.detach()] + [leaves[k].grad for k in inputs]
+        worst[name] = max(
+            ((a - b).abs().max() / b.abs().max().clamp(min=1e-6)).item() for a, b in zip(*results.values(), strict=True)
+        )
+    print("triton vs torch on CUDA, worst relative difference (output and every gradient):", worst)
+    return worst
+
+
 def gpu_benchmark(lengths, repeats) -> list[dict]:
     """Triton vs torch backend on CUDA in bfloat16, and the Triton forward's roofline fraction."""
+    agreement = gpu_agreement()
     batch, dim = 8, 3072
     big = torch.empty(2**28, dtype=torch.uint8, device="cuda")
     copy_s = min(_cuda_time(lambda: big.clone()) for _ in range(5))
@@ -172,6 +218,8 @@ def gpu_benchmark(lengths, repeats) -> list[dict]:
             }
             if not backward:
                 row["roofline_fraction"] = round(bound / t["ssmgen-triton"], 3)
+                row["bound_ms"] = round(bound * 1e3, 3)
+            row["triton_vs_torch_worst_relative_difference"] = agreement
             rows.append(row)
             print(json.dumps(row))
     return rows
@@ -190,13 +238,14 @@ def main(argv=None):
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--json", help="write the result rows to this file")
+    parser.add_argument("--gpu-only", action="store_true", help="skip the CPU section")
     parser.add_argument("--memory-probe", nargs=3, metavar=("IMPL", "L", "BACKWARD"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.memory_probe:
         name, length, backward = args.memory_probe
         print(measure_peak_memory_here(name, int(length), bool(int(backward))))
         return
-    rows = cpu_benchmark(args.lengths, args.repeats)
+    rows = [] if args.gpu_only else cpu_benchmark(args.lengths, args.repeats)
     if torch.cuda.is_available():
         rows += gpu_benchmark(args.lengths, args.repeats)
     if args.json:

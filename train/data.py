@@ -6,13 +6,21 @@ Each dataset builder returns the dataset (examples are dicts, see ``ssmgen.data.
 The order is :class:`ShardedEpochBatches`: each epoch is a permutation seeded by ``(seed, epoch)``, cut into
 global batches of ``batch_size x num_processes``; process ``i`` reads slice ``i`` of each global batch. The
 position (epoch, batch) is all that resuming needs, and it is saved in every checkpoint.
+
+Motion datasets make random choices per item (caption, crop length and start). They are wrapped in
+:class:`SeededItems`, which the batches address by ``(epoch, index)`` and which draws each item with a generator
+seeded by ``(seed, epoch, index)``: the same item of the same epoch is the same crop on any worker, before or
+after a resume.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ssmgen.data.digits import DIGITS_CLASS_NAMES, load_digits
 from ssmgen.data.images import ImageFolderDataset, LatentCacheDataset
+from ssmgen.data.motion import Text2MotionDataset, build_synthetic_dataset, collate_motion_batch, read_split
 
 from .config import DataConfig
 
@@ -29,14 +38,19 @@ class DataInfo:
     """What one training example looks like."""
 
     kind: str
-    """``image`` (pixels in [-1, 1]) or ``latent`` (autoencoder latents)."""
+    """``image`` (pixels in [-1, 1]), ``latent`` (autoencoder latents) or ``motion`` (normalised features)."""
     sample_shape: tuple[int, ...]
-    """Shape of one example's ``sample``, e.g. (C, H, W)."""
+    """Shape of one example's ``sample``, e.g. (C, H, W); motion: (longest crop, features)."""
     class_names: tuple[str, ...] | None = None
     """Names of the classes for class-conditional data; ``None`` for unconditional data."""
     vae: str | None = None
     """Latent data: the autoencoder (path or id) that encoded it; ``vae_subfolder`` inside it."""
     vae_subfolder: str | None = None
+    feature_mean: np.ndarray | None = None
+    feature_std: np.ndarray | None = None
+    """Motion data: the statistics (D,) the features are normalised with (the folder's Mean.npy / Std.npy)."""
+    fps: float | None = None
+    """Motion data: frames per second."""
 
     @property
     def channels(self) -> int:
@@ -90,18 +104,90 @@ def build_latents(config: DataConfig) -> tuple[Dataset, DataInfo]:
     return dataset, info
 
 
+MOTION_FPS = {"humanml3d": 20.0, "kit": 12.5, "synthetic_motion": 20.0}
+
+
+def motion_dataset(config: DataConfig, root: str | Path) -> tuple[Dataset, DataInfo]:
+    """MLD's sampling of ``root``'s ``data.split`` (see ``ssmgen.data.motion.dataset``), normalised."""
+    fps = MOTION_FPS[config.dataset]
+    if not (Path(root) / f"{config.split}.txt").is_file():
+        raise ValueError(f"data.split: {str(root)!r} has no {config.split}.txt")
+    dataset = Text2MotionDataset(
+        root, config.split, min_length=config.min_frames, max_length=config.max_frames, fps=fps, normalize=True
+    )
+    info = DataInfo(
+        "motion",
+        (config.max_frames, dataset.feature_dim),
+        feature_mean=dataset.mean,
+        feature_std=dataset.std,
+        fps=fps,
+    )
+    return dataset, info
+
+
+def build_motion_folder(config: DataConfig) -> tuple[Dataset, DataInfo]:
+    return motion_dataset(config, config.path)
+
+
+def build_synthetic_motion(config: DataConfig) -> tuple[Dataset, DataInfo]:
+    """The built-in synthetic motions, built into ``data.path`` once (seed 0) and reused afterwards."""
+    return motion_dataset(config, ensure_synthetic_motions(Path(config.path), config.synthetic_motions))
+
+
+def ensure_synthetic_motions(folder: Path, num_motions: int) -> Path:
+    """``folder`` holding ``num_motions`` synthetic motions: built (into a temporary folder renamed at the end,
+    so a crash never leaves half a dataset and concurrent processes agree) unless already there."""
+    if not folder.exists():
+        temporary = folder.with_name(f".tmp-{folder.name}-{os.getpid()}")
+        shutil.rmtree(temporary, ignore_errors=True)
+        build_synthetic_dataset(temporary, num_motions, seed=0)
+        try:
+            os.rename(temporary, folder)
+        except OSError:  # another process finished first; its files are identical
+            shutil.rmtree(temporary)
+    found = len(read_split(folder / "all.txt")) if (folder / "all.txt").is_file() else None
+    if found != num_motions:
+        raise ValueError(
+            f"data.path: {str(folder)!r} holds {found or 'no'} synthetic motions but data.synthetic_motions is "
+            f"{num_motions}; choose another data.path or set data.synthetic_motions: {found}"
+        )
+    return folder
+
+
+class SeededItems(Dataset):
+    """A dataset with random items, addressed by ``(epoch, index)``; each draw uses a generator seeded by
+    ``(seed, epoch, index)`` (see the module docstring). ``dataset.draw(index, generator)`` makes the item,
+    ``collate`` batches them."""
+
+    def __init__(self, dataset: Any, seed: int, collate: Callable[[list[Any]], Any]):
+        self.dataset, self.seed, self.collate = dataset, seed, collate
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> Any:
+        epoch, index = key
+        seed = np.random.SeedSequence([self.seed, epoch, index]).generate_state(1, np.uint64)[0]
+        return self.dataset.draw(index, torch.Generator().manual_seed(int(seed)))
+
+
 @dataclass(frozen=True)
 class DatasetSpec:
     build: Callable[[DataConfig], tuple[Dataset, DataInfo]]
     needs_path: bool
     kind: str
     """Kind of the examples (``DataInfo.kind``), known before building so configs validate cheaply."""
+    builds_folder: bool = False
+    """``data.path`` is created by the dataset when missing (built-in data written to disk)."""
 
 
 DATASETS: dict[str, DatasetSpec] = {
     "digits": DatasetSpec(build_digits, needs_path=False, kind="image"),
     "image_folder": DatasetSpec(build_image_folder, needs_path=True, kind="image"),
     "latents": DatasetSpec(build_latents, needs_path=True, kind="latent"),
+    "humanml3d": DatasetSpec(build_motion_folder, needs_path=True, kind="motion"),
+    "kit": DatasetSpec(build_motion_folder, needs_path=True, kind="motion"),
+    "synthetic_motion": DatasetSpec(build_synthetic_motion, needs_path=True, kind="motion", builds_folder=True),
 }
 
 
@@ -113,11 +199,13 @@ def check_data_config(config: DataConfig) -> DatasetSpec:
     if spec.needs_path:
         if config.path is None:
             raise ValueError(f"data.path is required for data.dataset {config.dataset!r}")
-        if not Path(config.path).is_dir():
+        if not spec.builds_folder and not Path(config.path).is_dir():
             raise ValueError(f"data.path: folder {config.path!r} does not exist")
     for key in ("resolution", "batch_size"):
         if getattr(config, key) < 1:
             raise ValueError(f"data.{key} must be >= 1, got {getattr(config, key)}")
+    if spec.kind == "motion":
+        check_motion_data_config(config)
     if config.num_workers < 0:
         raise ValueError(f"data.num_workers must be >= 0, got {config.num_workers}")
     if config.random_flip and spec.kind != "image":
@@ -125,9 +213,24 @@ def check_data_config(config: DataConfig) -> DatasetSpec:
     return spec
 
 
-def build_dataset(config: DataConfig) -> tuple[Dataset, DataInfo]:
-    """The dataset named by ``config.dataset`` and the description of its examples."""
-    return check_data_config(config).build(config)
+def check_motion_data_config(config: DataConfig) -> None:
+    """Frame counts the motion datasets accept (multiples of the evaluator's 4-frame unit)."""
+    if config.min_frames < 8 or config.max_frames < config.min_frames or config.max_frames % 4:
+        raise ValueError(
+            "data.min_frames / data.max_frames: need 8 <= min_frames <= max_frames with max_frames a multiple of "
+            f"4, got {config.min_frames} / {config.max_frames}"
+        )
+    if config.synthetic_motions < 3:
+        raise ValueError(f"data.synthetic_motions must be >= 3, got {config.synthetic_motions}")
+
+
+def build_dataset(config: DataConfig, seed: int = 0) -> tuple[Dataset, DataInfo]:
+    """The dataset named by ``config.dataset`` and the description of its examples; datasets with random items
+    come wrapped in :class:`SeededItems` with ``seed``."""
+    dataset, info = check_data_config(config).build(config)
+    if info.kind == "motion":
+        dataset = SeededItems(dataset, seed, collate_motion_batch)
+    return dataset, info
 
 
 @dataclass
@@ -154,6 +257,7 @@ class ShardedEpochBatches:
         process_index: int,
         seed: int,
         start: DataPosition,
+        keyed: bool = False,
     ):
         self.global_batch = batch_size * num_processes
         self.batches_per_epoch = dataset_size // self.global_batch
@@ -165,6 +269,8 @@ class ShardedEpochBatches:
             )
         self.dataset_size, self.batch_size, self.process_index = dataset_size, batch_size, process_index
         self.seed, self.start = seed, DataPosition(start.epoch, start.batch)
+        self.keyed = keyed
+        """Yield ``(epoch, index)`` keys (for :class:`SeededItems`) instead of plain indices."""
 
     def epoch_order(self, epoch: int) -> np.ndarray:
         """The permutation of epoch ``epoch``: identical on every process, different every epoch."""
@@ -176,7 +282,8 @@ class ShardedEpochBatches:
             order = self.epoch_order(epoch)
             for b in range(batch, self.batches_per_epoch):
                 first = b * self.global_batch + self.process_index * self.batch_size
-                yield order[first : first + self.batch_size].tolist()
+                indices = order[first : first + self.batch_size].tolist()
+                yield [(epoch, i) for i in indices] if self.keyed else indices
             epoch, batch = epoch + 1, 0
 
 
@@ -185,6 +292,7 @@ def make_dataloader(dataset: Dataset, batches: ShardedEpochBatches, num_workers:
     return DataLoader(
         dataset,
         batch_sampler=batches,
+        collate_fn=dataset.collate if isinstance(dataset, SeededItems) else None,
         num_workers=num_workers,
         pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(batches.seed),

@@ -2,7 +2,11 @@
 
 It reads top to bottom: accelerator and seeds, data, objective and model, optimizer and schedule, EMA, resume,
 trackers, then the steps (micro-batches with gradient accumulation, clipping, optimizer, schedule, EMA), with
-logging, checkpoints, sample grids and pipeline exports at their intervals, and a summary at the end.
+logging, checkpoints, samples and pipeline exports at their intervals, and a summary at the end.
+
+What is specific to a model family (building the model, turning a data batch into model inputs, the loss,
+the pipeline export, the samples) goes through its :class:`~ssmgen.train.registry.FamilyHooks`:
+:class:`ImageHooks` for the image families, the family's own hooks otherwise (motion).
 """
 
 from __future__ import annotations
@@ -26,10 +30,18 @@ from ssmgen.runtime import multi_process_without_gpu
 
 from .checkpointing import load_training_state, resume_point, save_checkpoint, write_folder_atomically
 from .config import TrainConfig, save_config, to_dict
-from .data import DataInfo, DataPosition, ShardedEpochBatches, build_dataset, make_dataloader
+from .data import DataInfo, DataPosition, SeededItems, ShardedEpochBatches, build_dataset, make_dataloader
 from .ema import EMA
 from .objectives import Objective, build_objective
-from .registry import ModelFamily, build_model, predict, uses_class_labels, validate_config
+from .registry import (
+    FamilyHooks,
+    ModelFamily,
+    build_model,
+    image_model_kwargs,
+    predict,
+    uses_class_labels,
+    validate_config,
+)
 from .trackers import METRICS_FILE, Trackers, image_grid
 
 PIPELINE_DIR = "pipeline"
@@ -69,10 +81,11 @@ def train(config: TrainConfig) -> TrainResult:
         save_config(config, output_dir / "train_config.yaml")
     set_seed(config.seed, device_specific=True)
 
-    # 2. Data, objective, model.
-    dataset, data_info = build_dataset(config.data)
+    # 2. Data, objective, the family's hooks (with any frozen parts), model.
+    dataset, data_info = build_dataset(config.data, config.seed)
     objective = build_objective(config.objective)
-    model = build_model(family, config, data_info, objective)
+    hooks = (family.hooks or ImageHooks)(config, data_info, objective, family)
+    model = hooks.build_model()
     if config.model.gradient_checkpointing:
         if not model._supports_gradient_checkpointing:
             raise ValueError(f"model.gradient_checkpointing: {type(model).__name__} does not support it")
@@ -119,6 +132,7 @@ def train(config: TrainConfig) -> TrainResult:
         accelerator.process_index,
         config.seed,
         position,
+        keyed=isinstance(dataset, SeededItems),
     )
     loader = iter(make_dataloader(dataset, batches, config.data.num_workers, accelerator.device.type == "cuda"))
 
@@ -158,10 +172,10 @@ def train(config: TrainConfig) -> TrainResult:
             # One optimizer step: accumulate gradients over micro-batches, clip, update, schedule, EMA.
             micro_losses, micro_metrics = [], []
             for _ in range(config.optim.gradient_accumulation_steps):
-                batch = prepare_batch(next(loader), accelerator, family, config, data_info)
+                batch = hooks.prepare_batch(next(loader), accelerator.device)
                 position.advance(batches.batches_per_epoch)
                 with accelerator.accumulate(model):
-                    loss, metrics = objective.loss(partial(predict, model, batch=batch), batch["sample"])
+                    loss, metrics = hooks.loss(model, batch)
                     global_loss = accelerator.reduce(loss.detach().float(), reduction="mean")
                     micro_losses.append(finite_or_stop(global_loss, "loss", step + 1))
                     accelerator.backward(loss)
@@ -205,9 +219,9 @@ def train(config: TrainConfig) -> TrainResult:
             )
             wants_export = is_last or every(step, config.checkpoint.export_every_steps)
             if wants_samples or wants_export:
-                pipeline = ema_pipeline(accelerator, model, ema, family, objective, data_info)
+                pipeline = ema_pipeline(accelerator, model, ema, hooks)
                 if pipeline is not None and wants_samples:
-                    trackers.log_image("samples", sample_grid(pipeline, family, data_info, config, accelerator), step)
+                    hooks.log_samples(pipeline, trackers, step, accelerator.device)
                 if pipeline is not None and wants_export:
                     folder = output_dir / (PIPELINE_DIR if is_last else f"{PIPELINE_DIR}-{step}")
                     final_pipeline = write_folder_atomically(
@@ -243,15 +257,41 @@ def check_ema_supported(accelerator: Accelerator) -> None:
             )
 
 
+class ImageHooks:
+    """The image families' recipe: model sized by ``family.data_kwargs``, flips and label dropout, the
+    objective's denoising loss with class labels, ``family.export_pipeline``, sample grids."""
+
+    def __init__(self, config: TrainConfig, data_info: DataInfo, objective: Objective, family: ModelFamily):
+        self.family, self.config, self.data_info, self.objective = family, config, data_info, objective
+
+    def build_model(self) -> torch.nn.Module:
+        implied = image_model_kwargs(self.family, self.config, self.data_info, self.objective)
+        return build_model(self.family, self.config, implied)
+
+    def prepare_batch(self, batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+        return prepare_batch(batch, device, self.family, self.config, self.data_info)
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]):
+        return self.objective.loss(partial(predict, model, batch=batch), batch["sample"])
+
+    def export_pipeline(self, model: torch.nn.Module) -> DiffusionPipeline:
+        pipeline = self.family.export_pipeline(model, self.objective, self.data_info)
+        pipeline.set_progress_bar_config(disable=True)
+        return pipeline
+
+    def log_samples(self, pipeline: DiffusionPipeline, trackers: Trackers, step: int, device: torch.device) -> None:
+        trackers.log_image("samples", sample_grid(pipeline, self.family, self.data_info, self.config, device), step)
+
+
 def prepare_batch(
     batch: dict[str, torch.Tensor],
-    accelerator: Accelerator,
+    device: torch.device,
     family: ModelFamily,
     config: TrainConfig,
     data: DataInfo,
 ) -> dict[str, torch.Tensor]:
     """Move a batch to the device, flip its images and drop its labels (each draw from the global RNG)."""
-    batch = {key: value.to(accelerator.device, non_blocking=True) for key, value in batch.items()}
+    batch = {key: value.to(device, non_blocking=True) for key, value in batch.items()}
     if config.data.random_flip:
         batch["sample"] = random_flip(batch["sample"])
     if not uses_class_labels(family, data):
@@ -326,14 +366,7 @@ class LossWindow:
         return rate
 
 
-def ema_pipeline(
-    accelerator: Accelerator,
-    model: torch.nn.Module,
-    ema: EMA,
-    family: ModelFamily,
-    objective: Objective,
-    data_info: DataInfo,
-) -> DiffusionPipeline | None:
+def ema_pipeline(accelerator: Accelerator, model: torch.nn.Module, ema: EMA, hooks: FamilyHooks) -> object | None:
     """The family's pipeline around a fresh copy of the model holding the EMA weights.
 
     Every process must call this (under FSDP/DeepSpeed gathering the full weights is collective); the pipeline
@@ -351,9 +384,7 @@ def ema_pipeline(
     # A compiled model's state dict names its weights "_orig_mod.<name>".
     exported.load_state_dict({key.removeprefix("_orig_mod."): value for key, value in state_dict.items()})
     exported.eval()
-    pipeline = family.export_pipeline(exported, objective, data_info)
-    pipeline.set_progress_bar_config(disable=True)
-    return pipeline
+    return hooks.export_pipeline(exported)
 
 
 def sample_grid(
@@ -361,11 +392,11 @@ def sample_grid(
     family: ModelFamily,
     data_info: DataInfo,
     config: TrainConfig,
-    accelerator: Accelerator,
+    device: torch.device,
 ) -> np.ndarray:
     """A (H, W, C) grid in [0, 1] of ``logging.num_samples`` images from the pipeline, with a fixed seed."""
-    pipeline.to(accelerator.device)
-    generator = torch.Generator(device=accelerator.device).manual_seed(config.seed)
+    pipeline.to(device)
+    generator = torch.Generator(device=device).manual_seed(config.seed)
     n, steps = config.logging.num_samples, config.logging.sample_inference_steps
     if uses_class_labels(family, data_info):
         labels = [i % data_info.num_classes for i in range(n)]

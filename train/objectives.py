@@ -2,6 +2,8 @@
 
 * ``eps``: DDPM noise prediction, ``|eps - eps_theta(x_t, t)|^2`` with integer t ~ U{0..T-1}.
 * ``flow``: velocity matching on the SiT GVP (DiMSUM) or linear path, t ~ U[0, 1) with t = 1 the data.
+* ``motion_vae``: not a denoising objective: MLD's motion-VAE reconstruction loss (see
+  :class:`MotionVAEObjective`), which the ``motion_vae`` family's hooks call.
 * ``eps_vlb``: DiT/ADM "learned sigma" (IDDPM hybrid loss). The model outputs ``2C`` channels: ``C`` for eps
   and ``C`` for ``v`` in [-1, 1] that interpolates the log-variance between the posterior variance and beta_t
   (``LEARNED_RANGE``). Loss = MSE(eps) + ``vlb_weight`` x L_vlb, where L_vlb is the KL between the true
@@ -10,6 +12,9 @@
 
 Every objective draws its noise and timesteps from the global torch RNG, which accelerate saves in each
 checkpoint: a resumed run draws exactly what the uninterrupted run would have drawn.
+
+``eps`` and ``flow`` take an optional ``mask`` (broadcastable to the sample, True where the loss counts), e.g.
+the real frames of zero-padded motions; the loss is then the mean over the masked elements.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 import torch
+import torch.nn.functional as F
 from diffusers import DDPMScheduler, SchedulerMixin
 
 from ssmgen.schedulers.flow_matching import FlowMatchingScheduler
@@ -35,8 +41,11 @@ class Objective(Protocol):
     def output_channels(self, in_channels: int) -> int:
         """Channels the model must output for data with ``in_channels`` channels."""
 
-    def loss(self, predict: Predict, sample: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Scalar loss for a clean batch ``sample`` (B, C, ...) and extra scalar metrics to log."""
+    def loss(
+        self, predict: Predict, sample: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Scalar loss for a clean batch ``sample`` (B, C, ...) and extra scalar metrics to log; ``mask``
+        (broadcastable to ``sample``) restricts the loss to its True elements."""
 
     def make_scheduler(self, pixel_space: bool) -> SchedulerMixin:
         """Sampling scheduler matching this objective, for the exported pipeline.
@@ -48,6 +57,16 @@ class Objective(Protocol):
 def mean_flat(x: torch.Tensor) -> torch.Tensor:
     """Mean over every dimension but the first: (B, ...) -> (B,)."""
     return x.mean(dim=tuple(range(1, x.ndim)))
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean of ``values`` over the elements where ``mask`` (broadcastable to ``values``) is True; all if None."""
+    if mask is None:
+        return values.mean()
+    mask = torch.broadcast_to(mask, values.shape)
+    if not mask.any():
+        raise ValueError("mask selects no element; every sample needs at least one element in the loss")
+    return values.masked_select(mask).mean()
 
 
 def expand_to(values: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -83,14 +102,16 @@ class EpsilonObjective:
         )
         return self.noise_scheduler.add_noise(sample, noise, timesteps), noise, timesteps
 
-    def loss(self, predict: Predict, sample: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, predict: Predict, sample: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         noisy, noise, timesteps = self.add_noise(sample)
         eps = predict(noisy, timesteps).float()
         if eps.shape != sample.shape:
             raise ValueError(
                 f"objective 'eps' needs a model output of shape {tuple(sample.shape)}, got {tuple(eps.shape)}"
             )
-        return (eps - noise.float()).pow(2).mean(), {}
+        return masked_mean((eps - noise.float()).pow(2), mask), {}
 
     def make_scheduler(self, pixel_space: bool) -> DDPMScheduler:
         return DDPMScheduler.from_config(self.noise_scheduler.config, clip_sample=pixel_space)
@@ -109,7 +130,11 @@ class LearnedSigmaObjective(EpsilonObjective):
     def output_channels(self, in_channels: int) -> int:
         return 2 * in_channels
 
-    def loss(self, predict: Predict, sample: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, predict: Predict, sample: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        if mask is not None:
+            raise ValueError("objective 'eps_vlb' cannot weight elements (its VLB is per sample); use 'eps'")
         noisy, noise, timesteps = self.add_noise(sample)
         output = predict(noisy, timesteps).float()
         channels = sample.shape[1]
@@ -237,7 +262,9 @@ class FlowObjective:
     def output_channels(self, in_channels: int) -> int:
         return in_channels
 
-    def loss(self, predict: Predict, sample: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self, predict: Predict, sample: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         noise = torch.randn_like(sample)
         t = self.scheduler.sample_training_t(sample.shape[0], device=sample.device).to(sample.dtype)
         velocity = predict(self.scheduler.interpolate(noise, sample, t), t).float()
@@ -246,16 +273,53 @@ class FlowObjective:
             raise ValueError(
                 f"objective 'flow' needs a model output of shape {tuple(target.shape)}, got {tuple(velocity.shape)}"
             )
-        return (velocity - target).pow(2).mean(), {}
+        return masked_mean((velocity - target).pow(2), mask), {}
 
     def make_scheduler(self, pixel_space: bool) -> FlowMatchingScheduler:
         return FlowMatchingScheduler.from_config(self.scheduler.config)
 
 
-OBJECTIVES: dict[str, Callable[[ObjectiveConfig], Objective]] = {
+class MotionVAEObjective:
+    """MLD's motion-VAE loss (``mld/models/losses/mld.py``), over the real frames of each motion:
+
+    SmoothL1(x_hat, x) + ``joints_weight`` SmoothL1(J(x_hat), J(x)) + ``kl_weight`` KL(q(z | x) || N(0, I)),
+
+    with x the normalised features, J the joint positions ``recover_from_ric`` gives for the un-normalised
+    features, and the KL averaged over the latent's elements as MLD's ``KLLoss`` (``kl_divergence(q, p).mean()``).
+    MLD averages the reconstruction terms over the padded tensors too; here padding is masked out.
+    """
+
+    name = "motion_vae"
+
+    def __init__(self, config: ObjectiveConfig):
+        self.config = config
+
+    def loss(
+        self,
+        reconstruction: torch.Tensor,
+        kl: torch.Tensor,
+        target: torch.Tensor,
+        mask: torch.Tensor,
+        to_joints: Callable[[torch.Tensor], torch.Tensor],
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """reconstruction, target (B, T, D) normalised features; kl (B,) per latent element; mask (B, T) real
+        frames; ``to_joints``: (B, T, D) features -> (B, T, J, 3) joints."""
+        reconstruction, target = reconstruction.float(), target.float()
+        frames = mask[..., None]
+        features = masked_mean(F.smooth_l1_loss(reconstruction, target, reduction="none"), frames)
+        joints = masked_mean(
+            F.smooth_l1_loss(to_joints(reconstruction), to_joints(target), reduction="none"), frames[..., None]
+        )
+        kl = kl.float().mean()
+        loss = features + self.config.joints_weight * joints + self.config.kl_weight * kl
+        return loss, {"features": features.detach(), "joints": joints.detach(), "kl": kl.detach()}
+
+
+OBJECTIVES: dict[str, Callable[[ObjectiveConfig], Objective | MotionVAEObjective]] = {
     EpsilonObjective.name: EpsilonObjective,
     LearnedSigmaObjective.name: LearnedSigmaObjective,
     FlowObjective.name: FlowObjective,
+    MotionVAEObjective.name: MotionVAEObjective,
 }
 
 

@@ -15,9 +15,14 @@ Adding a model to ``ssmgen.train`` is one :func:`register_family` call. A family
   (given ``cond_dropout_prob`` through ``data_kwargs``); otherwise the loop replaces labels by the null class
   id ``num_classes``.
 
-The loop calls every model as ``model(sample, timestep, class_labels=..., return_dict=False)[0]`` (the
+The loop calls every such model as ``model(sample, timestep, class_labels=..., return_dict=False)[0]`` (the
 ``DiTTransformer2DModel`` convention the ssmgen models follow), without ``class_labels`` for unconditional
-families.
+families. That recipe is the loop's default :class:`FamilyHooks` (``ImageHooks`` in ``loop.py``).
+
+A family whose training needs more (frozen encoders around the model, a loss that is not a denoising
+objective, its own pipeline export: the motion families in ``motion.py``) gives ``hooks(config, data_info,
+objective) -> FamilyHooks`` instead of ``data_kwargs`` and ``export_pipeline``, and names the optional
+``model.*`` keys it reads in ``config_keys`` (``check_config`` checks their values before anything is built).
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import torch
 from diffusers import (
@@ -48,6 +53,25 @@ from .data import DataInfo, check_data_config
 from .objectives import OBJECTIVES, Objective
 
 
+class FamilyHooks(Protocol):
+    """What the loop does with one family's model during one run (see the module docstring)."""
+
+    def build_model(self) -> ModelMixin:
+        """The model to train, sized for the data (and for the frozen parts, if any)."""
+
+    def prepare_batch(self, batch: Any, device: torch.device) -> dict[str, Any]:
+        """A collated batch from the data loader -> what ``loss`` takes, on ``device``."""
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Scalar training loss of ``model`` (possibly wrapped by accelerate) and extra scalar metrics."""
+
+    def export_pipeline(self, model: ModelMixin) -> Any:
+        """What ``save_pretrained`` writes to ``output_dir/pipeline``, around a copy of the model (EMA weights)."""
+
+    def log_samples(self, pipeline: Any, trackers: Any, step: int, device: torch.device) -> None:
+        """Sample from the exported pipeline and log the result to ``trackers`` (main process only)."""
+
+
 @dataclass(frozen=True)
 class ModelFamily:
     """Everything the loop needs to know about one kind of model (see the module docstring)."""
@@ -56,13 +80,24 @@ class ModelFamily:
     model_cls: type[ModelMixin]
     build: Callable[[str | None, dict[str, Any]], ModelMixin]
     preset_names: Callable[[], Sequence[str]]
-    data_kwargs: Callable[[DataInfo, Objective, float], dict[str, Any]]
-    """``(data_info, objective, cond_dropout_prob) -> constructor arguments``."""
     objectives: tuple[str, ...]
     data_kinds: tuple[str, ...]
     class_labels: Literal["ignored", "required", "optional"]
-    export_pipeline: Callable[[ModelMixin, Objective, DataInfo], DiffusionPipeline]
+    data_kwargs: Callable[[DataInfo, Objective, float], dict[str, Any]] | None = None
+    """``(data_info, objective, cond_dropout_prob) -> constructor arguments``."""
+    export_pipeline: Callable[[ModelMixin, Objective, DataInfo], DiffusionPipeline] | None = None
     drops_conditions_itself: bool = False
+    hooks: Callable[[TrainConfig, DataInfo, Objective, ModelFamily], FamilyHooks] | None = None
+    """``hooks(config, data_info, objective, family)``: replaces the image recipe (``data_kwargs``,
+    ``export_pipeline``, class labels) when given."""
+    config_keys: tuple[str, ...] = ()
+    """Optional ``model.*`` keys the family reads (``vae``, ``text_encoder``); other families reject them."""
+    check_config: Callable[[TrainConfig], None] | None = None
+    """Checks of the family's own settings that need no data or weights (raises ``ValueError``)."""
+
+    def __post_init__(self):
+        if self.hooks is None and (self.data_kwargs is None or self.export_pipeline is None):
+            raise ValueError(f"model family {self.name!r}: give hooks, or data_kwargs and export_pipeline")
 
 
 FAMILIES: dict[str, ModelFamily] = {}
@@ -135,8 +170,16 @@ def validate_config(config: TrainConfig) -> ModelFamily:
             f"which model.family {family.name!r} "
             f"cannot train on; it takes: {', '.join(family.data_kinds)}"
         )
+    for key in OPTIONAL_MODEL_KEYS:
+        if getattr(config.model, key) is not None and key not in family.config_keys:
+            raise ValueError(f"model.{key}: model.family {family.name!r} does not use it; remove it")
     check_numbers(config)
+    if family.check_config is not None:
+        family.check_config(config)
     return family
+
+
+OPTIONAL_MODEL_KEYS = ("vae", "text_encoder")
 
 
 def check_numbers(config: TrainConfig) -> None:
@@ -157,6 +200,8 @@ def check_numbers(config: TrainConfig) -> None:
         "checkpoint.export_every_steps": config.checkpoint.export_every_steps,
         "logging.sample_every_steps": config.logging.sample_every_steps,
         "objective.vlb_weight": config.objective.vlb_weight,
+        "objective.kl_weight": config.objective.kl_weight,
+        "objective.joints_weight": config.objective.joints_weight,
     }
     for key, value in positive.items():
         if value <= 0:
@@ -180,15 +225,9 @@ def constructor_arguments(model_cls: type) -> list[str]:
     return [name for name, p in parameters.items() if name != "self" and p.kind is not p.VAR_KEYWORD]
 
 
-def build_model(family: ModelFamily, config: TrainConfig, data_info: DataInfo, objective: Objective) -> ModelMixin:
-    """The family's model sized for the data; ``model.kwargs`` may not contradict what the data implies."""
-    if family.class_labels == "required" and data_info.num_classes is None:
-        raise ValueError(
-            f"model.family {family.name!r} is class-conditional but data.dataset {config.data.dataset!r} "
-            "has no "
-            "class labels (put the images in one subfolder per class)"
-        )
-    implied = family.data_kwargs(data_info, objective, config.model.cond_dropout_prob)
+def build_model(family: ModelFamily, config: TrainConfig, implied: dict[str, Any]) -> ModelMixin:
+    """The family's model from ``model.preset`` and ``model.kwargs`` with the constructor arguments the data
+    (and frozen parts) imply, which ``model.kwargs`` may not contradict."""
     for key, value in config.model.kwargs.items():
         if key in implied and implied[key] != value:
             raise ValueError(
@@ -197,6 +236,17 @@ def build_model(family: ModelFamily, config: TrainConfig, data_info: DataInfo, o
                 "remove it from model.kwargs"
             )
     return family.build(config.model.preset, {**config.model.kwargs, **implied})
+
+
+def image_model_kwargs(family: ModelFamily, config: TrainConfig, data_info: DataInfo, objective: Objective):
+    """The constructor arguments an image family's data imply (after checking it gets the labels it needs)."""
+    if family.class_labels == "required" and data_info.num_classes is None:
+        raise ValueError(
+            f"model.family {family.name!r} is class-conditional but data.dataset {config.data.dataset!r} "
+            "has no "
+            "class labels (put the images in one subfolder per class)"
+        )
+    return family.data_kwargs(data_info, objective, config.model.cond_dropout_prob)
 
 
 def uses_class_labels(family: ModelFamily, data_info: DataInfo) -> bool:

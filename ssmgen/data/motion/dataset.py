@@ -235,22 +235,31 @@ class Text2MotionDataset(Dataset):
             self._rng_worker = worker
         return self._rng
 
-    def _randint(self, high: int) -> int:
+    @staticmethod
+    def _randint(high: int, generator: torch.Generator | None) -> int:
         """A uniform integer in [0, high)."""
-        return int(torch.randint(high, (), generator=self._generator()))
+        return int(torch.randint(high, (), generator=generator))
 
-    def crop_length(self, frames: int) -> int:
+    def crop_length(self, frames: int, generator: torch.Generator | None = None) -> int:
         """The training length for a motion of ``frames`` frames: MLD's "single"/"double" unit rounding."""
         units = frames // self.unit_length
-        if self.unit_length < 10 and self._randint(3) == 2:
+        if self.unit_length < 10 and self._randint(3, generator) == 2:
             units -= 1
         return units * self.unit_length
 
     def __getitem__(self, index: int) -> dict:
+        return self.draw(index, self._generator())
+
+    def draw(self, index: int, generator: torch.Generator | None) -> dict:
+        """Item ``index`` with its caption, length and crop drawn from ``generator`` (None: torch's global RNG).
+
+        A caller that seeds ``generator`` from (seed, epoch, index) makes every draw reproducible whatever
+        the worker that makes it, e.g. when a training run resumes mid-epoch.
+        """
         sample = self.samples[index]
-        caption = sample.captions[self._randint(len(sample.captions))]
-        length = self.crop_length(len(sample.motion))
-        start = self._randint(len(sample.motion) - length + 1)
+        caption = sample.captions[self._randint(len(sample.captions), generator)]
+        length = self.crop_length(len(sample.motion), generator)
+        start = self._randint(len(sample.motion) - length + 1, generator)
         motion = sample.motion[start : start + length]
         if self.normalize:
             motion = (motion - self.mean) / self.std

@@ -318,6 +318,20 @@ register_family(
     )
 )
 
+
+def build_class_conditional_unet2d(preset: str | None, kwargs: dict[str, Any]) -> UNet2DModel:
+    """diffusers' UNet2DModel with a class embedding added to the timestep embedding (``num_class_embeds``,
+    one row more for the null class the loop drops labels to). ``num_classes`` is recorded in the config,
+    where the ssmgen pipelines read it."""
+    model = table_builder(UNet2DModel, UNET2D_PRESETS)(preset, kwargs)
+    model.register_to_config(num_classes=model.config.num_class_embeds - 1)
+    return model
+
+
+def class_conditional_unet2d_data_kwargs(data: DataInfo, objective: Objective, cond_dropout_prob: float) -> dict:
+    return unet2d_data_kwargs(data, objective, cond_dropout_prob) | {"num_class_embeds": data.num_classes + 1}
+
+
 # DiT sizes from Peebles & Xie 2023, Table 1 (hidden = heads x head_dim), with patch sizes 2, 4 and 8.
 DIT_SIZES = {"S": (12, 6, 64), "B": (12, 12, 64), "L": (24, 16, 64), "XL": (28, 16, 72)}
 DIT_PRESETS: dict[str, dict[str, Any]] = {
@@ -462,5 +476,20 @@ register_family(
         class_labels="optional",
         export_pipeline=class_conditional_exporter("DiMSUMPipeline"),
         drops_conditions_itself=True,
+    )
+)
+
+
+register_family(
+    ModelFamily(
+        name="unet2d_class",
+        model_cls=UNet2DModel,
+        build=build_class_conditional_unet2d,
+        preset_names=lambda: list(UNET2D_PRESETS),
+        data_kwargs=class_conditional_unet2d_data_kwargs,
+        objectives=("eps", "eps_vlb"),
+        data_kinds=("image",),
+        class_labels="required",
+        export_pipeline=class_conditional_exporter("LaMambaDiffPipeline"),
     )
 )

@@ -38,7 +38,17 @@ class ClassConditionalImagePipeline(DiffusionPipeline):
 
     @property
     def num_classes(self) -> int:
-        return self.model.config.num_classes
+        """Classes of the model, in ssmgen's convention (``num_classes``, null id = ``num_classes``) or the
+        diffusers baselines' (DiT's ``num_embeds_ada_norm``; UNet2DModel's ``num_class_embeds`` with its
+        last row as the null class, as ssmgen's training loop builds it)."""
+        config = self.model.config
+        if "num_classes" in config:
+            return config.num_classes
+        if config.get("num_embeds_ada_norm") is not None:
+            return config.num_embeds_ada_norm
+        if config.get("num_class_embeds") is not None:
+            return config.num_class_embeds - 1
+        return 0
 
     def class_ids(self, class_labels) -> list[int]:
         """Class ids from ids or names (a single one or a list); raises ValueError on unknown ones."""

@@ -69,7 +69,8 @@ class LaMambaDiffPipeline(ClassConditionalImagePipeline):
         for i, t in enumerate(self.progress_bar(self.scheduler.timesteps)):
             model_input = torch.cat([latents, latents]) if use_cfg else latents
             model_input = self.scheduler.scale_model_input(model_input, t)
-            output = self.model(model_input, t, model_labels).sample
+            timesteps = t.expand(model_input.shape[0])  # diffusers' DiT wants one per sample
+            output = self.model(model_input, timesteps, model_labels).sample
             eps, variance = output[:, :channels], output[:, channels:]
             if use_cfg:
                 cond, uncond = eps.chunk(2)

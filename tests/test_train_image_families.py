@@ -41,7 +41,7 @@ def test_class_conditional_unet2d_learns_and_samples_by_class(tmp_path):
     first, last = first_and_last_losses(tmp_path)
     assert last < first
     pipe = DiffusionPipeline.from_pretrained(result.pipeline)
-    assert pipe.model.config.num_classes == 10 and pipe.model.config.num_class_embeds == 11
+    assert pipe.num_classes == 10 and pipe.model.config.num_class_embeds == 11
     pipe.set_progress_bar_config(disable=True)
     images = pipe(class_labels=[0, 9], num_inference_steps=2, guidance_scale=2.0, output_type="pt").images
     assert images.shape == (2, 1, 8, 8) and torch.isfinite(images).all()

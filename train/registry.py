@@ -319,16 +319,9 @@ register_family(
 )
 
 
-def build_class_conditional_unet2d(preset: str | None, kwargs: dict[str, Any]) -> UNet2DModel:
-    """diffusers' UNet2DModel with a class embedding added to the timestep embedding (``num_class_embeds``,
-    one row more for the null class the loop drops labels to). ``num_classes`` is recorded in the config,
-    where the ssmgen pipelines read it."""
-    model = table_builder(UNet2DModel, UNET2D_PRESETS)(preset, kwargs)
-    model.register_to_config(num_classes=model.config.num_class_embeds - 1)
-    return model
-
-
 def class_conditional_unet2d_data_kwargs(data: DataInfo, objective: Objective, cond_dropout_prob: float) -> dict:
+    """diffusers' UNet2DModel adds a class embedding to the timestep embedding; one row more holds the null
+    class the loop drops labels to."""
     return unet2d_data_kwargs(data, objective, cond_dropout_prob) | {"num_class_embeds": data.num_classes + 1}
 
 
@@ -356,24 +349,7 @@ def dit_data_kwargs(data: DataInfo, objective: Objective, cond_dropout_prob: flo
     }
 
 
-class DiTBaselineModel(DiTTransformer2DModel):
-    """diffusers' ``DiTTransformer2DModel`` under the ssmgen call convention (for the ssmgen pipelines).
-
-    The only change is in ``forward``: a scalar timestep is broadcast to the batch (diffusers' DiT needs one
-    per sample; ``DiTPipeline`` expands it itself). :func:`build_dit` also records ``num_classes`` (diffusers
-    calls it ``num_embeds_ada_norm``) in the config, where the ssmgen pipelines read it; diffusers keeps the
-    extra key when loading, after a warning that it is not a constructor argument.
-    """
-
-    def forward(self, hidden_states, timestep=None, class_labels=None, cross_attention_kwargs=None, return_dict=True):
-        if timestep is not None:
-            timestep = torch.as_tensor(timestep, device=hidden_states.device)
-            if timestep.ndim == 0:
-                timestep = timestep.expand(hidden_states.shape[0])
-        return super().forward(hidden_states, timestep, class_labels, cross_attention_kwargs, return_dict)
-
-
-def build_dit(preset: str | None, kwargs: dict[str, Any]) -> DiTBaselineModel:
+def build_dit(preset: str | None, kwargs: dict[str, Any]) -> DiTTransformer2DModel:
     """diffusers' DiT with its label dropout switched off: the loop drops labels instead.
 
     diffusers' DiT gives every block its own label embedder, each dropping labels independently in ``train()``
@@ -381,8 +357,7 @@ def build_dit(preset: str | None, kwargs: dict[str, Any]) -> DiTBaselineModel:
     embedders' probability to 0 (their null-class row, index ``num_classes``, stays) and letting the loop drop
     labels restores DiT's behaviour and makes ``model.cond_dropout_prob`` work.
     """
-    model = table_builder(DiTBaselineModel, DIT_PRESETS)(preset, kwargs)
-    model.register_to_config(num_classes=model.config.num_embeds_ada_norm)
+    model = table_builder(DiTTransformer2DModel, DIT_PRESETS)(preset, kwargs)
     for module in model.modules():
         if isinstance(module, LabelEmbedding):
             module.dropout_prob = 0.0
@@ -419,7 +394,7 @@ export_class_conditional_pipeline = class_conditional_exporter("LaMambaDiffPipel
 register_family(
     ModelFamily(
         name="dit",
-        model_cls=DiTBaselineModel,
+        model_cls=DiTTransformer2DModel,
         build=build_dit,
         preset_names=lambda: list(DIT_PRESETS),
         data_kwargs=dit_data_kwargs,
@@ -484,7 +459,7 @@ register_family(
     ModelFamily(
         name="unet2d_class",
         model_cls=UNet2DModel,
-        build=build_class_conditional_unet2d,
+        build=table_builder(UNet2DModel, UNET2D_PRESETS),
         preset_names=lambda: list(UNET2D_PRESETS),
         data_kwargs=class_conditional_unet2d_data_kwargs,
         objectives=("eps", "eps_vlb"),

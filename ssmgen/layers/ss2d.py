@@ -100,7 +100,7 @@ class SS2D(nn.Module):
         batch, height, width, _ = x.shape
         x, z = self.in_proj(x).chunk(2, dim=-1)
         z = F.silu(z)
-        x = x.permute(0, 3, 1, 2)
+        x = x.permute(0, 3, 1, 2).contiguous()  # NCHW: DDP expects the conv weight gradient in that layout
         if self.conv2d is not None:
             x = self.conv2d(x)
         u = F.silu(x).flatten(2).float()  # (batch, d_inner, L); VMamba v2 scans in float32

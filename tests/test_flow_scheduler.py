@@ -10,9 +10,7 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from ssmgen.schedulers import FlowMatchingScheduler
 
 
-def _run_loop(
-    scheduler: FlowMatchingScheduler, velocity_fn, x: torch.Tensor, steps: int
-) -> tuple[torch.Tensor, int]:
+def _run_loop(scheduler: FlowMatchingScheduler, velocity_fn, x: torch.Tensor, steps: int) -> tuple[torch.Tensor, int]:
     """The loop a diffusers pipeline runs; returns the sample and the number of model calls."""
     scheduler.set_timesteps(steps)
     calls = 0
@@ -81,9 +79,7 @@ def test_solvers_converge_to_the_gaussian_transport_at_their_order(path_type):
     for solver in ("euler", "heun"):
         scheduler = FlowMatchingScheduler(path_type=path_type, solver=solver)
         velocity = _gaussian_velocity(scheduler, mean, std)
-        errors[solver] = [
-            (_run_loop(scheduler, velocity, x0, n)[0] - exact).abs().max().item() for n in (16, 32)
-        ]
+        errors[solver] = [(_run_loop(scheduler, velocity, x0, n)[0] - exact).abs().max().item() for n in (16, 32)]
     assert 1.6 < errors["euler"][0] / errors["euler"][1] < 2.4  # first order
     assert 3.2 < errors["heun"][0] / errors["heun"][1] < 4.8  # second order
     assert errors["heun"][1] < errors["euler"][1] / 10
@@ -122,9 +118,7 @@ def test_gvp_boundaries_and_target_is_the_time_derivative():
     angle = (math.pi / 2) * t[:, None, None]
     torch.testing.assert_close(x_t, torch.sin(angle) * data + torch.cos(angle) * noise)
     h = 1e-6
-    derivative = (scheduler.interpolate(noise, data, t + h) - scheduler.interpolate(noise, data, t - h)) / (
-        2 * h
-    )
+    derivative = (scheduler.interpolate(noise, data, t + h) - scheduler.interpolate(noise, data, t - h)) / (2 * h)
     torch.testing.assert_close(scheduler.velocity_target(noise, data, t), derivative, rtol=0, atol=1e-8)
 
 
@@ -132,9 +126,7 @@ def test_linear_path_and_target():
     scheduler = FlowMatchingScheduler(path_type="Linear")
     noise, data = torch.randn(2, 5), torch.randn(2, 5)
     t = torch.tensor([0.25, 0.8])
-    torch.testing.assert_close(
-        scheduler.interpolate(noise, data, t), t[:, None] * data + (1 - t[:, None]) * noise
-    )
+    torch.testing.assert_close(scheduler.interpolate(noise, data, t), t[:, None] * data + (1 - t[:, None]) * noise)
     torch.testing.assert_close(scheduler.velocity_target(noise, data, t), data - noise)
 
 

@@ -119,9 +119,7 @@ def test_last_state_has_no_effect_when_unused_and_chunks_compose():
     inputs = make_scan_inputs(length=90, groups=2)
     full, last = selective_scan(**inputs, delta_softplus=True, return_last_state=True, backend="torch")
     cut = 41
-    first = {
-        k: (v[..., :cut] if k in ("u", "delta", "z") or (k in ("B", "C")) else v) for k, v in inputs.items()
-    }
+    first = {k: (v[..., :cut] if k in ("u", "delta", "z") or (k in ("B", "C")) else v) for k, v in inputs.items()}
     head, state = selective_scan(**first, delta_softplus=True, return_last_state=True, backend="torch")
     second = {k: (v[..., cut:] if k in ("u", "delta", "z", "B", "C") else v) for k, v in inputs.items()}
     second["initial_state"] = state
@@ -139,9 +137,7 @@ def test_torch_backend_is_stable_on_very_long_sequences():
     A = (-torch.arange(1, N + 1).float().repeat(dim, 1)).requires_grad_()
     B = torch.randn(batch, N, L, generator=gen, requires_grad=True)
     C = torch.randn(batch, N, L, generator=gen, requires_grad=True)
-    out, last = selective_scan(
-        u, delta, A, B, C, delta_softplus=True, return_last_state=True, backend="torch"
-    )
+    out, last = selective_scan(u, delta, A, B, C, delta_softplus=True, return_last_state=True, backend="torch")
     (out.sum() + last.sum()).backward()
     for name, t in (("out", out), ("last", last), ("du", u.grad), ("ddelta", delta.grad), ("dA", A.grad)):
         assert torch.isfinite(t).all(), name

@@ -54,9 +54,7 @@ def test_triton_half_precision():
 def test_triton_multi_direction_reads_through_the_tables():
     """K = 2 orders in one launch equal the gather-based torch path, outputs and gradients."""
     height, width, dim, N = 3, 4, 8, 4
-    orders = stack_scan_orders(
-        (scan_order("row_snake", height, width), scan_order("col_reverse", height, width))
-    )
+    orders = stack_scan_orders((scan_order("row_snake", height, width), scan_order("col_reverse", height, width)))
     gen = torch.Generator().manual_seed(0)
     L, K = height * width, 2
     tensors = {

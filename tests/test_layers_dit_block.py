@@ -31,9 +31,7 @@ def test_block_follows_the_adaln_formula():
     block = DiTBlock(8, num_heads=2, mlp_ratio=2.0).double()
     _randomise(block)
     x, c = torch.randn(2, 3, 8, dtype=torch.float64), torch.randn(2, 8, dtype=torch.float64)
-    chunks = (F.silu(c) @ block.adaLN_modulation[1].weight.T + block.adaLN_modulation[1].bias).split(
-        8, dim=-1
-    )
+    chunks = (F.silu(c) @ block.adaLN_modulation[1].weight.T + block.adaLN_modulation[1].bias).split(8, dim=-1)
     shift1, scale1, gate1, shift2, scale2, gate2 = (t[:, None] for t in chunks)
 
     def layer_norm(v):

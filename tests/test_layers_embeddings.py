@@ -65,9 +65,7 @@ def test_label_embedder_training_dropout_rate_and_eval_mode():
     embedder.eval()
     torch.testing.assert_close(embedder(labels[:5]), embedder.embedding_table.weight[[0] * 5])
     always = LabelEmbedder(num_classes=3, hidden_size=2, dropout_prob=1.0)
-    torch.testing.assert_close(
-        always(torch.tensor([0, 1, 2]), train=True), always.embedding_table.weight[[3, 3, 3]]
-    )
+    torch.testing.assert_close(always(torch.tensor([0, 1, 2]), train=True), always.embedding_table.weight[[3, 3, 3]])
 
 
 def test_label_embedder_unconditional_setups():

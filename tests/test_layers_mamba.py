@@ -129,9 +129,7 @@ def unfused_ss2d(m: SS2D, x: torch.Tensor) -> torch.Tensor:
     for k, spec in enumerate(m.directions):
         order = scan_order_from_spec(spec, H, W)
         xs = u[..., order.perm]
-        dt, B, C = torch.einsum("bdl,cd->bcl", xs, m.x_proj_weight[k]).split(
-            [m.dt_rank, m.d_state, m.d_state], 1
-        )
+        dt, B, C = torch.einsum("bdl,cd->bcl", xs, m.x_proj_weight[k]).split([m.dt_rank, m.d_state, m.d_state], 1)
         ch = slice(k * m.d_inner, (k + 1) * m.d_inner)
         ys = selective_scan_reference(
             xs, torch.einsum("brl,dr->bdl", dt, m.dt_projs_weight[k]), -torch.exp(m.A_logs[ch]), B, C,

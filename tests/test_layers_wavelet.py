@@ -52,9 +52,7 @@ def test_perfect_reconstruction(wavelet, levels, size):
     x = torch.randn(2, 3, *size, dtype=torch.float64)
     coeffs = dwt2d(x, wavelet, levels)
     torch.testing.assert_close(idwt2d(coeffs, wavelet, levels), x, rtol=0, atol=1e-10)
-    torch.testing.assert_close(
-        dwt2d(idwt2d(coeffs, wavelet, levels), wavelet, levels), coeffs, rtol=0, atol=1e-10
-    )
+    torch.testing.assert_close(dwt2d(idwt2d(coeffs, wavelet, levels), wavelet, levels), coeffs, rtol=0, atol=1e-10)
 
 
 def test_haar_is_orthonormal_in_float32():

@@ -78,9 +78,7 @@ class CrossAttentionFusion(nn.Module):
     def forward(self, x1: torch.Tensor, x2: torch.Tensor) -> torch.Tensor:
         """x1, x2: (B, N, dim // 2) -> (B, N, dim)."""
         if x1.shape != x2.shape:
-            raise ValueError(
-                f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}"
-            )
+            raise ValueError(f"x1 and x2 must have the same shape, got {tuple(x1.shape)} and {tuple(x2.shape)}")
         q1, k1, v1 = split_heads(self.qkv1(x1), self.num_heads)
         q2, k2, v2 = split_heads(self.qkv2(x2), self.num_heads)
         x12 = merge_heads(F.scaled_dot_product_attention(q1, k2, v2))

@@ -40,9 +40,7 @@ class DiTBlock(nn.Module):
     :class:`Mlp` (``fc1``, ``fc2``) or, with ``gated_mlp=True``, DiMSUM's :class:`GatedMLP` (``w12``, ``w3``).
     """
 
-    def __init__(
-        self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, gated_mlp: bool = False
-    ) -> None:
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float = 4.0, gated_mlp: bool = False) -> None:
         super().__init__()
         if mlp_ratio <= 0:
             raise ValueError(f"mlp_ratio must be positive, got {mlp_ratio}")
@@ -59,9 +57,7 @@ class DiTBlock(nn.Module):
         _zero_linear(self.adaLN_modulation[-1])
 
     def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(
-            6, dim=-1
-        )
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=-1)
         x = x + apply_gate(self.attn(modulate(self.norm1(x), shift_msa, scale_msa)), gate_msa)
         return x + apply_gate(self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp)), gate_mlp)
 
@@ -76,9 +72,7 @@ class FinalLayer(nn.Module):
     def __init__(self, hidden_size: int, patch_size: int, out_channels: int) -> None:
         super().__init__()
         if patch_size <= 0 or out_channels <= 0:
-            raise ValueError(
-                f"patch_size and out_channels must be positive, got {patch_size} and {out_channels}"
-            )
+            raise ValueError(f"patch_size and out_channels must be positive, got {patch_size} and {out_channels}")
         self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
         self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))

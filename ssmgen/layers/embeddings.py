@@ -131,9 +131,7 @@ class LabelEmbedder(nn.Module):
         num_rows = self.embedding_table.num_embeddings
         has_data = labels.device.type != "meta"  # meta tensors (FLOP counting) carry no values
         if has_data and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_rows):
-            raise ValueError(
-                f"labels must lie in [0, {num_rows - 1}], got range [{labels.min()}, {labels.max()}]"
-            )
+            raise ValueError(f"labels must lie in [0, {num_rows - 1}], got range [{labels.min()}, {labels.max()}]")
         train = self.training if train is None else train
         if force_drop_ids is not None or (train and self.dropout_prob > 0):
             labels = self.token_drop(labels, force_drop_ids, generator)

@@ -70,16 +70,12 @@ class Mamba(nn.Module):
         self.dt_rank = resolve_dt_rank(dt_rank, d_model)
         self.bidirectional, self.bidirectional_average = bidirectional, bidirectional_average
         self.backend = backend
-        dt_options = dict(
-            dt_min=dt_min, dt_max=dt_max, dt_init=dt_init, dt_scale=dt_scale, dt_init_floor=dt_init_floor
-        )
+        dt_options = dict(dt_min=dt_min, dt_max=dt_max, dt_init=dt_init, dt_scale=dt_scale, dt_init_floor=dt_init_floor)
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
         direction = (self.d_inner, d_state, d_conv, self.dt_rank, conv_bias, dt_options)
         self.conv1d, self.x_proj, self.dt_proj, self.A_log, self.D = _direction_parameters(*direction)
         if bidirectional:
-            self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b = _direction_parameters(
-                *direction
-            )
+            self.conv1d_b, self.x_proj_b, self.dt_proj_b, self.A_b_log, self.D_b = _direction_parameters(*direction)
         self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias)
 
     def forward(

@@ -33,9 +33,7 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., dim) -> (..., dim) in x's dtype."""
         if x.shape[-1] != self.weight.shape[0]:
-            raise ValueError(
-                f"x must have {self.weight.shape[0]} channels in its last dim, got {tuple(x.shape)}"
-            )
+            raise ValueError(f"x must have {self.weight.shape[0]} channels in its last dim, got {tuple(x.shape)}")
         x32 = x.float()
         y = x32 * torch.rsqrt(x32.pow(2).mean(dim=-1, keepdim=True) + self.eps)
         return (y * self.weight.float()).to(x.dtype)
@@ -82,8 +80,7 @@ def _broadcast_condition(v: torch.Tensor, x: torch.Tensor, name: str) -> torch.T
     if v.ndim == 2 and v.shape[0] == x.shape[0] and v.shape[1] == x.shape[-1]:
         return v.view(v.shape[0], *([1] * (x.ndim - 2)), v.shape[1])
     raise ValueError(
-        f"{name} must be (B, C) = ({x.shape[0]}, {x.shape[-1]}) or have x's rank {x.ndim}, "
-        f"got {tuple(v.shape)}"
+        f"{name} must be (B, C) = ({x.shape[0]}, {x.shape[-1]}) or have x's rank {x.ndim}, got {tuple(v.shape)}"
     )
 
 

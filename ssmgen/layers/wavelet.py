@@ -44,21 +44,16 @@ SUBBANDS = ("LL", "LH", "HL", "HH")
 
 
 @lru_cache(maxsize=32)
-def _filter_banks(
-    wavelet: str, device: torch.device, dtype: torch.dtype
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _filter_banks(wavelet: str, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
     """(analysis, synthesis) banks, each (4, 1, L, L) in the order LL, LH, HL, HH (first factor along H)."""
     try:
         w = pywt.Wavelet(wavelet)
     except ValueError as error:
         raise ValueError(
-            f"wavelet must name a discrete wavelet of pywavelets (see pywt.wavelist(kind='discrete')), "
-            f"got {wavelet!r}"
+            f"wavelet must name a discrete wavelet of pywavelets (see pywt.wavelist(kind='discrete')), got {wavelet!r}"
         ) from error
     if w.dec_len % 2 or w.rec_len != w.dec_len:
-        raise ValueError(
-            f"wavelet {wavelet!r} has filters of lengths {w.dec_len}/{w.rec_len}; even, equal needed"
-        )
+        raise ValueError(f"wavelet {wavelet!r} has filters of lengths {w.dec_len}/{w.rec_len}; even, equal needed")
 
     def bank(lo: list[float], hi: list[float]) -> torch.Tensor:
         lo_t, hi_t = torch.tensor(lo, dtype=torch.float64), torch.tensor(hi, dtype=torch.float64)
@@ -108,9 +103,7 @@ def _idwt_level(coeffs: torch.Tensor, synthesis: torch.Tensor) -> torch.Tensor:
         x = x.new_zeros(x.shape[0], 1, height, x.shape[3]).index_add(
             2, _periodic_index(height, filter_len, x.device), x
         )
-        x = x.new_zeros(x.shape[0], 1, height, width).index_add(
-            3, _periodic_index(width, filter_len, x.device), x
-        )
+        x = x.new_zeros(x.shape[0], 1, height, width).index_add(3, _periodic_index(width, filter_len, x.device), x)
     return x.view(batch, channels, height, width)
 
 
@@ -173,15 +166,11 @@ def wavelet_tokens_inverse(
     _check_levels(levels)
     patch = 2**levels
     if tokens.ndim != 3 or tokens.shape[1] != height * width:
-        raise ValueError(
-            f"tokens must be (B, height * width = {height * width}, C), got {tuple(tokens.shape)}"
-        )
+        raise ValueError(f"tokens must be (B, height * width = {height * width}, C), got {tuple(tokens.shape)}")
     if height % patch or width % patch:
         raise ValueError(f"height and width must be divisible by 2**levels = {patch}, got {(height, width)}")
     batch, _, channels = tokens.shape
     low_h, low_w = height // patch, width // patch
     grouped = tokens.view(batch, low_h, patch, low_w, patch, channels).permute(0, 5, 2, 4, 1, 3)
-    coeffs = _reverse_band_digits(
-        grouped.reshape(batch, patch * patch * channels, low_h, low_w), levels, channels
-    )
+    coeffs = _reverse_band_digits(grouped.reshape(batch, patch * patch * channels, low_h, low_w), levels, channels)
     return idwt2d(coeffs * patch, wavelet, levels)

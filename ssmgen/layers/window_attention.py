@@ -50,9 +50,7 @@ def window_partition(x: torch.Tensor, window_h: int, window_w: int) -> torch.Ten
     return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, window_h * window_w, channels)
 
 
-def window_merge(
-    windows: torch.Tensor, window_h: int, window_w: int, height: int, width: int
-) -> torch.Tensor:
+def window_merge(windows: torch.Tensor, window_h: int, window_w: int, height: int, width: int) -> torch.Tensor:
     """Inverse of :func:`window_partition`: (B * nW, window_h * window_w, C) -> (B, H, W, C)."""
     channels = windows.shape[-1]
     grid_h, grid_w = height // window_h, width // window_w
@@ -90,9 +88,7 @@ def shifted_window_mask(
     padded_w = width + (-width) % window_w
     if shift_h == shift_w == 0 and (padded_h, padded_w) == (height, width):
         return None
-    regions = _shift_regions(padded_h, window_h, shift_h)[:, None] * 3 + _shift_regions(
-        padded_w, window_w, shift_w
-    )
+    regions = _shift_regions(padded_h, window_h, shift_h)[:, None] * 3 + _shift_regions(padded_w, window_w, shift_w)
     is_padding = torch.zeros(padded_h, padded_w, dtype=torch.bool)
     is_padding[height:, :] = True
     is_padding[:, width:] = True
@@ -172,9 +168,7 @@ class WindowAttention(nn.Module):
                 raise ValueError(f"mask has {num_windows} windows, which does not divide {num_windows_total}")
             per_window = attn_mask + mask.to(q.dtype)[:, None]  # (nW, heads, N, N)
             batch = num_windows_total // num_windows
-            attn_mask = per_window.expand(batch, -1, -1, -1, -1).reshape(
-                num_windows_total, *per_window.shape[1:]
-            )
+            attn_mask = per_window.expand(batch, -1, -1, -1, -1).reshape(num_windows_total, *per_window.shape[1:])
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         return self.proj(merge_heads(out))
 
@@ -193,9 +187,7 @@ class ShiftedWindowAttention(WindowAttention):
         shift_size: cyclic shift (towards the top-left) before partitioning, in [0, window_size).
     """
 
-    def __init__(
-        self, dim: int, window_size: int, num_heads: int, shift_size: int = 0, qkv_bias: bool = True
-    ) -> None:
+    def __init__(self, dim: int, window_size: int, num_heads: int, shift_size: int = 0, qkv_bias: bool = True) -> None:
         super().__init__(dim, window_size, num_heads, qkv_bias=qkv_bias)
         if not 0 <= shift_size < window_size:
             raise ValueError(f"shift_size must lie in [0, window_size={window_size}), got {shift_size}")

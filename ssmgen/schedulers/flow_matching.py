@@ -80,9 +80,7 @@ class FlowMatchingScheduler(SchedulerMixin, ConfigMixin):
 
     # --- the path -------------------------------------------------------------------------------------
 
-    def path_coefficients(
-        self, t: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def path_coefficients(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(alpha, sigma, d_alpha, d_sigma)`` at t, with ``x_t = alpha x1 + sigma x0``."""
         if self.config.path_type == "GVP":
             angle = t * (math.pi / 2)
@@ -118,9 +116,7 @@ class FlowMatchingScheduler(SchedulerMixin, ConfigMixin):
         alpha, sigma, _, _ = self.path_coefficients(_expand_time(t, data))
         return alpha * data + sigma * noise
 
-    def velocity_target(
-        self, noise: torch.Tensor, data: torch.Tensor, t: torch.Tensor | float
-    ) -> torch.Tensor:
+    def velocity_target(self, noise: torch.Tensor, data: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
         """Regression target ``d x_t / dt = d_alpha(t) data + d_sigma(t) noise``, shaped like ``data``."""
         self._check_pair(noise, data)
         _, _, d_alpha, d_sigma = self.path_coefficients(_expand_time(t, data))
@@ -128,9 +124,7 @@ class FlowMatchingScheduler(SchedulerMixin, ConfigMixin):
 
     # --- fixed-step sampling ----------------------------------------------------------------------------
 
-    def scale_model_input(
-        self, sample: torch.Tensor, timestep: float | torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def scale_model_input(self, sample: torch.Tensor, timestep: float | torch.Tensor | None = None) -> torch.Tensor:
         """Identity: the model takes x_t as it is."""
         return sample
 
@@ -165,13 +159,10 @@ class FlowMatchingScheduler(SchedulerMixin, ConfigMixin):
         if self.timesteps is None or self.time_grid is None:
             raise ValueError("call set_timesteps(num_inference_steps) before step()")
         if self._step_index >= len(self.timesteps):
-            raise ValueError(
-                f"all {len(self.timesteps)} steps are done; call set_timesteps() to sample again"
-            )
+            raise ValueError(f"all {len(self.timesteps)} steps are done; call set_timesteps() to sample again")
         if model_output.shape != sample.shape:
             raise ValueError(
-                f"model_output must have the sample's shape {tuple(sample.shape)}, "
-                f"got {tuple(model_output.shape)}"
+                f"model_output must have the sample's shape {tuple(sample.shape)}, got {tuple(model_output.shape)}"
             )
         timestep = torch.as_tensor(timestep)
         expected = self._evaluation_times[self._step_index]

@@ -66,7 +66,7 @@ def test_reference_matches_closed_form_for_constant_inputs():
     torch.testing.assert_close(out[0, 0].double(), expected, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("length", [1, 7, 64, 100, 257])
+@pytest.mark.parametrize("length", [1, 7, 64, 100, 257, 1000])
 @pytest.mark.parametrize(
     "layout",
     [

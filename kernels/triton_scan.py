@@ -27,6 +27,38 @@ CHUNK = 128
 
 
 @triton.jit
+def _load_state(ptr, mask, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, PRESENT: tl.constexpr):
+    """A (BLOCK_D, BLOCK_N) float32 state block (initial state or last-state gradient), zeros if absent."""
+    if PRESENT:
+        block = tl.load(ptr, mask=mask, other=0.0).to(tl.float32)
+    else:
+        block = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
+    return block
+
+
+@triton.jit
+def _program_block(
+    A_ptr, B_ptr, C_ptr, D_ptr, dim, d_state, u_dim, per_group,
+    HAS_D: tl.constexpr, VARIABLE_B: tl.constexpr, VARIABLE_C: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """This program's (batch, channel block): indices, masks, and its A, time-invariant B/C and D."""
+    b = tl.program_id(0).to(tl.int64)
+    d = tl.program_id(1).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)
+    n = tl.arange(0, BLOCK_N)
+    d_mask, n_mask = d < dim, n < d_state
+    dn_mask = d_mask[:, None] & n_mask[None, :]
+    dn = d[:, None] * d_state + n[None, :]
+    A = tl.load(A_ptr + dn, mask=dn_mask, other=0.0).to(tl.float32)
+    B_static = _load_static(B_ptr + dn, dn_mask, BLOCK_D, BLOCK_N, VARIABLE_B)
+    C_static = _load_static(C_ptr + dn, dn_mask, BLOCK_D, BLOCK_N, VARIABLE_C)
+    Dv = tl.zeros([BLOCK_D], dtype=tl.float32)
+    if HAS_D:
+        Dv = tl.load(D_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
+    return b, d, n, d_mask, n_mask, dn_mask, dn, d // per_group, d % u_dim, A, B_static, C_static, Dv
+
+
+@triton.jit
 def _load_static(ptr, mask, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, VARIABLE: tl.constexpr):
     """A time-invariant (dim, N) B or C block; zeros when the operand is time-varying."""
     if VARIABLE:
@@ -83,22 +115,11 @@ def _scan_fwd_kernel(
     HAS_PERM: tl.constexpr, VARIABLE_B: tl.constexpr, VARIABLE_C: tl.constexpr, SOFTPLUS: tl.constexpr,
     CHUNK_SIZE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    b = tl.program_id(0).to(tl.int64)
-    d = tl.program_id(1).to(tl.int64) * BLOCK_D + tl.arange(0, BLOCK_D)
-    n = tl.arange(0, BLOCK_N)
-    d_mask, n_mask = d < dim, n < d_state
-    dn_mask = d_mask[:, None] & n_mask[None, :]
-    dn = d[:, None] * d_state + n[None, :]
-    group, u_row = d // per_group, d % u_dim
-    A = tl.load(A_ptr + dn, mask=dn_mask, other=0.0).to(tl.float32)
-    B_static = _load_static(B_ptr + dn, dn_mask, BLOCK_D, BLOCK_N, VARIABLE_B)
-    C_static = _load_static(C_ptr + dn, dn_mask, BLOCK_D, BLOCK_N, VARIABLE_C)
-    Dv = tl.zeros([BLOCK_D], dtype=tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
-    h = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
-    if HAS_H0:
-        h = tl.load(h0_ptr + b * dim * d_state + dn, mask=dn_mask, other=0.0).to(tl.float32)
+    b, d, n, d_mask, n_mask, dn_mask, dn, group, u_row, A, B_static, C_static, Dv = _program_block(
+        A_ptr, B_ptr, C_ptr, D_ptr, dim, d_state, u_dim, per_group,
+        HAS_D, VARIABLE_B, VARIABLE_C, BLOCK_D, BLOCK_N,
+    )  # fmt: skip
+    h = _load_state(h0_ptr + b * dim * d_state + dn, dn_mask, BLOCK_D, BLOCK_N, HAS_H0)
     for c in range(0, n_chunks):
         chunk_off = (b * dim * n_chunks + d[:, None] * n_chunks + c) * d_state + n[None, :]
         tl.store(chunk_ptr + chunk_off, h, mask=dn_mask)
@@ -131,23 +152,12 @@ def _scan_bwd_kernel(
     HAS_PERM: tl.constexpr, VARIABLE_B: tl.constexpr, VARIABLE_C: tl.constexpr, SOFTPLUS: tl.constexpr,
     CHUNK_SIZE: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
 ):  # fmt: skip
-    b = tl.program_id(0).to(tl.int64)
+    b, d, n, d_mask, n_mask, dn_mask, dn, group, u_row, A, B_static, C_static, Dv = _program_block(
+        A_ptr, B_ptr, C_ptr, D_ptr, dim, d_state, u_dim, per_group,
+        HAS_D, VARIABLE_B, VARIABLE_C, BLOCK_D, BLOCK_N,
+    )  # fmt: skip
     block = tl.program_id(1).to(tl.int64)
-    d = block * BLOCK_D + tl.arange(0, BLOCK_D)
-    n = tl.arange(0, BLOCK_N)
-    d_mask, n_mask = d < dim, n < d_state
-    dn_mask = d_mask[:, None] & n_mask[None, :]
-    dn = d[:, None] * d_state + n[None, :]
-    group, u_row = d // per_group, d % u_dim
-    A = tl.load(A_ptr + dn, mask=dn_mask, other=0.0).to(tl.float32)
-    B_static = _load_static(B_ptr + dn, dn_mask, BLOCK_D, BLOCK_N, VARIABLE_B)
-    C_static = _load_static(C_ptr + dn, dn_mask, BLOCK_D, BLOCK_N, VARIABLE_C)
-    Dv = tl.zeros([BLOCK_D], dtype=tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + d, mask=d_mask, other=0.0).to(tl.float32)
-    g = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
-    if HAS_DLAST:
-        g = tl.load(dlast_ptr + b * dim * d_state + dn, mask=dn_mask, other=0.0).to(tl.float32)
+    g = _load_state(dlast_ptr + b * dim * d_state + dn, dn_mask, BLOCK_D, BLOCK_N, HAS_DLAST)
     dA = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     dB_static = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)
     dC_static = tl.zeros([BLOCK_D, BLOCK_N], dtype=tl.float32)

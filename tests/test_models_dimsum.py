@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+from model_cases import randomize_
 from safetensors.torch import save_file
 
 from ssmgen.layers.embeddings import get_2d_sincos_pos_embed
@@ -18,15 +19,6 @@ CPU = torch.device("cpu")
 def tiny(**overrides) -> DiMSUMModel:
     torch.manual_seed(0)
     return DiMSUMModel.from_preset("tiny", **overrides)
-
-
-def randomize_(model: torch.nn.Module) -> torch.nn.Module:
-    """Perturb every weight so that zero-initialised layers take part in the comparison."""
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return model
 
 
 def inputs(batch=2, channels=4, size=8):
@@ -148,7 +140,7 @@ def test_path_plans_cycle_through_the_paths_in_both_branches():
 def test_spatial_branch_is_causal_along_its_layers_scan(layer):
     """Perturbing one token changes only the outputs at or after it in the layer's scan order."""
     torch.manual_seed(0)
-    branch = randomize_(ModulatedMamba(8, 16, dict(d_state=4))).eval()
+    branch = randomize_(ModulatedMamba(8, 16, dict(d_state=4)), scale=0.1).eval()
     order, _ = layer_scan_orders("alternating", layer, 4, 2, CPU)
     x, c = torch.randn(1, 16, 8), torch.randn(1, 16)
     token = 6  # row 1, column 2
@@ -169,13 +161,13 @@ def test_spatial_branch_is_causal_along_its_layers_scan(layer):
 
 def test_other_wavelets_and_levels_run():
     for options in (dict(wavelet="db2"), dict(wavelet_levels=1), dict(wavelet_levels=3)):
-        out = randomize_(tiny(**options)).eval()(*inputs()).sample
+        out = randomize_(tiny(**options), scale=0.1).eval()(*inputs()).sample
         assert out.shape == (2, 4, 8, 8) and torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("channels, size", [(4, 8), (3, 8), (4, 16)])
 def test_output_shapes_and_other_square_sizes(channels, size):
-    model = randomize_(tiny(in_channels=channels)).eval()
+    model = randomize_(tiny(in_channels=channels), scale=0.1).eval()
     x, t, y = inputs(channels=channels, size=size)
     out = model(x, t, y).sample
     assert out.shape == (2, channels, size, size) and torch.isfinite(out).all()
@@ -205,7 +197,7 @@ def test_fresh_initialisation_follows_the_release():
 
 
 def test_deterministic_and_save_load_round_trip(tmp_path):
-    model = randomize_(tiny(scan_type="zigzag_8")).eval()
+    model = randomize_(tiny(scan_type="zigzag_8"), scale=0.1).eval()
     x, t, y = inputs()
     first = model(x, t, y).sample
     assert torch.equal(model(x, t, y).sample, first)
@@ -216,7 +208,7 @@ def test_deterministic_and_save_load_round_trip(tmp_path):
 
 
 def test_gradient_checkpointing_gives_the_same_gradients_with_drop_path():
-    model = randomize_(tiny(drop_path=0.5))
+    model = randomize_(tiny(drop_path=0.5), scale=0.1)
     x, t, y = inputs(batch=4)[0], torch.rand(4), torch.tensor([1, 2, 3, 4])
     grads = []
     for checkpointing in (False, True):
@@ -243,13 +235,13 @@ def test_stochastic_depth_drops_whole_samples_and_keeps_the_mean():
 
 
 def test_conditioning_null_class_and_unconditional_mode():
-    model = randomize_(tiny()).eval()
+    model = randomize_(tiny(), scale=0.1).eval()
     x, t, _ = inputs()
     a = model(x, t, torch.tensor([1, 1])).sample
     assert not torch.allclose(a, model(x, t, torch.tensor([2, 2])).sample)
     assert not torch.allclose(a, model(x, t, torch.tensor([10, 10])).sample)  # null id num_classes is valid
     assert not torch.allclose(a, model(x, torch.tensor([0.1, 0.1]), torch.tensor([1, 1])).sample)
-    uncond = randomize_(tiny(num_classes=0)).eval()
+    uncond = randomize_(tiny(num_classes=0), scale=0.1).eval()
     assert uncond.y_embedder.embedding_table.num_embeddings == 1
     assert torch.equal(uncond(x, t).sample, uncond(x, t, torch.zeros(2, dtype=torch.long)).sample)
     with pytest.raises(ValueError, match="class_labels"):
@@ -257,7 +249,7 @@ def test_conditioning_null_class_and_unconditional_mode():
 
 
 def test_bfloat16_forward_keeps_a_float32_residual_stream():
-    model = randomize_(tiny()).eval().to(torch.bfloat16)
+    model = randomize_(tiny(), scale=0.1).eval().to(torch.bfloat16)
     x, t, y = inputs()
     out = model(x.bfloat16(), t, y).sample
     assert out.dtype == torch.bfloat16 and torch.isfinite(out.float()).all()
@@ -355,7 +347,7 @@ TINY_HEADS = dict(attention_heads=2, fusion_heads=2)
 
 
 def test_convert_training_checkpoint(tmp_path):
-    source = randomize_(tiny(depth=5, attention_every=2)).eval()
+    source = randomize_(tiny(depth=5, attention_every=2), scale=0.1).eval()
     ema = as_official_state(source)
     raw = {k: torch.zeros_like(v) for k, v in ema.items()}
     args = argparse.Namespace(model="DiM-L/2", use_attn_every_k_layers=2, pe_type="ape", scanning_continuity=False)
@@ -372,7 +364,7 @@ def test_convert_training_checkpoint(tmp_path):
 def test_convert_hub_safetensors_with_path_scans_and_unconditional_table(tmp_path):
     """A bare state dict (the Hub's model.safetensors) of an unconditional sweep-8 model: the stored path
     tables identify the scan family; one label row is the unconditional constant."""
-    source = randomize_(tiny(num_classes=0, scan_type="sweep_8")).eval()
+    source = randomize_(tiny(num_classes=0, scan_type="sweep_8"), scale=0.1).eval()
     paths = torch.stack([sweep_path(8, i % 8) for i in range(8 * 4)])  # official: 8 paths x depth 4
     state = {k.removeprefix("module."): v.contiguous() for k, v in as_official_state(source, paths).items()}
     save_file(state, tmp_path / "model.safetensors")

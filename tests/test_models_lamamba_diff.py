@@ -4,6 +4,7 @@ import argparse
 
 import pytest
 import torch
+from model_cases import randomize_
 
 from ssmgen.models import LaMambaDiffModel
 from ssmgen.models.lamamba_diff import LaMambaBlock
@@ -12,15 +13,6 @@ from ssmgen.models.lamamba_diff import LaMambaBlock
 def tiny(**overrides) -> LaMambaDiffModel:
     torch.manual_seed(0)
     return LaMambaDiffModel.from_preset("tiny", **overrides)
-
-
-def randomize_(model: torch.nn.Module) -> torch.nn.Module:
-    """Perturb every weight so that zero-initialised branches take part in the comparison."""
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model
 
 
 def inputs(batch=2, channels=4, size=8):

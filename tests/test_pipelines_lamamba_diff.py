@@ -9,6 +9,7 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
 )
+from model_cases import randomize_
 
 from ssmgen.models import LaMambaDiffModel
 from ssmgen.pipelines import LaMambaDiffPipeline
@@ -17,10 +18,7 @@ from ssmgen.pipelines import LaMambaDiffPipeline
 @pytest.fixture(scope="module")
 def pipe():
     torch.manual_seed(0)
-    model = LaMambaDiffModel.from_preset("tiny", in_channels=3).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
+    model = randomize_(LaMambaDiffModel.from_preset("tiny", in_channels=3)).eval()
     scheduler = DDPMScheduler(variance_type="learned_range", clip_sample=False)
     pipeline = LaMambaDiffPipeline(model, scheduler, id2label={i: f"class{i}" for i in range(10)} | {0: "zero, nil"})
     pipeline.set_progress_bar_config(disable=True)

@@ -4,6 +4,7 @@ scan over channels), and MLD's skip-connected transformer stack."""
 import pytest
 import torch
 import torch.nn.functional as F
+from model_cases import randomize_
 
 from ssmgen.layers.bidirectional_spatial_mamba import BidirectionalSpatialMamba
 from ssmgen.layers.hierarchical_temporal_mamba import HierarchicalTemporalMamba
@@ -11,13 +12,9 @@ from ssmgen.layers.mamba import Mamba
 from ssmgen.layers.skip_transformer import SkipTransformer
 
 
-def perturbed(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+def perturbed(module: torch.nn.Module) -> torch.nn.Module:
     """Every parameter moved a little, so no two SSM modules share their initial values."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return module
+    return randomize_(module, scale=0.1, seed=0)
 
 
 def sequential_ssm(u, dt, A, B, C, D):

@@ -3,18 +3,10 @@ continuation, save/load, checkpointing and bad input."""
 
 import pytest
 import torch
+from model_cases import randomize_
 
 from ssmgen.models import MotionMambaModel
 from ssmgen.models.motion_mamba import MotionMambaBlock, hierarchical_scan_counts
-
-
-def randomized(model: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
-    """Perturb every weight so that the zero-initialised gates and output take part."""
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model
 
 
 def tiny(**overrides) -> MotionMambaModel:
@@ -69,7 +61,7 @@ def test_fresh_blocks_are_the_identity_and_the_gate_reads_the_block_input():
     x = torch.randn(2, 4, 32)
     out, _ = block(x)
     assert torch.equal(out, x)
-    randomized(block)
+    randomize_(block)
     with torch.no_grad():
         block.gate.weight.zero_()
         block.gate.bias.zero_()
@@ -77,7 +69,7 @@ def test_fresh_blocks_are_the_identity_and_the_gate_reads_the_block_input():
 
 
 def test_latent_mode_shapes_determinism_and_conditioning():
-    model = randomized(tiny()).eval()
+    model = randomize_(tiny()).eval()
     z, t, text = latent_inputs()
     out = model(z, t, text).sample
     assert out.shape == z.shape and torch.isfinite(out).all()
@@ -91,7 +83,7 @@ def test_latent_mode_shapes_determinism_and_conditioning():
 
 @pytest.mark.parametrize("overrides", [{}, {"skip_fusion": "add", "mixer": "cross_attention"}])
 def test_save_load_round_trip(tmp_path, overrides):
-    model = randomized(tiny(**overrides)).eval()
+    model = randomize_(tiny(**overrides)).eval()
     z, t, text = latent_inputs()
     expected = model(z, t, text).sample
     model.save_pretrained(tmp_path)
@@ -101,7 +93,7 @@ def test_save_load_round_trip(tmp_path, overrides):
 
 
 def test_gradient_checkpointing_gives_the_same_gradients():
-    model = randomized(tiny())
+    model = randomize_(tiny())
     z, t, text = latent_inputs()
     grads = []
     for checkpointing in (False, True):
@@ -115,7 +107,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
 
 
 def test_frame_mode_is_causal_over_frames_and_takes_any_length():
-    model = randomized(tiny_frame()).eval()
+    model = randomize_(tiny_frame()).eval()
     gen = torch.Generator().manual_seed(3)
     frames, text = torch.randn(2, 30, 12, generator=gen), torch.randn(2, 16, generator=gen)
     out = model(frames, 10, text).sample
@@ -129,7 +121,7 @@ def test_frame_mode_is_causal_over_frames_and_takes_any_length():
 
 
 def test_frame_mode_continues_exactly_from_a_prefix_state():
-    model = randomized(tiny_frame()).eval()
+    model = randomize_(tiny_frame()).eval()
     gen = torch.Generator().manual_seed(4)
     frames, text, t = (
         torch.randn(2, 25, 12, generator=gen),

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 from diffusers import DDIMScheduler, DiffusionPipeline
+from model_cases import randomize_
 
 from ssmgen.models import DiMSUMModel
 from ssmgen.pipelines import DiMSUMPipeline
@@ -12,12 +13,7 @@ from ssmgen.schedulers import FlowMatchingScheduler
 
 
 def random_tiny(**overrides) -> DiMSUMModel:
-    torch.manual_seed(0)
-    model = DiMSUMModel.from_preset("tiny", **overrides).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model
+    return randomize_(DiMSUMModel.from_preset("tiny", **overrides).eval(), seed=0)
 
 
 @pytest.fixture(scope="module")

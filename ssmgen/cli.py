@@ -16,7 +16,7 @@ COMMANDS = {
     ),
     "sample": (
         "load a saved pipeline folder and write images or motions",
-        "  ssmgen sample runs/demo/pipeline --out samples --class-labels 0 1 2 --steps 50\n"
+        "  ssmgen sample runs/demo-lamamba/train/pipeline --out samples --class-labels 0 1 2 --steps 50\n"
         '  ssmgen sample runs/motion/pipeline --out motions --prompt "a person walks forward" --num-frames 120',
     ),
     "fid": (

@@ -39,9 +39,9 @@ PROMPT_FRAMES = 100
 SAMPLING_STEPS = 50
 """DDIM steps, as MLD and Motion Mamba."""
 GUIDANCE_SCALE = 3.0
-EVALUATOR_EPOCHS = 30
-METRIC_REPEATS = 3
-MM_CAPTIONS, MM_REPEATS, MM_PAIRS = 10, 10, 5
+EVALUATOR_EPOCHS = 20
+METRIC_REPEATS = 2
+MM_CAPTIONS, MM_REPEATS, MM_PAIRS = 10, 6, 5
 """MultiModality: captions, generations per caption and pairs (the papers: 100, 30, 10)."""
 
 
@@ -104,7 +104,7 @@ def _evaluator(out: Path, data_dir: Path, max_frames: int, seed: int):
 def _motion_metrics(pipe, evaluator, data_dir: Path, max_frames: int, seed: int) -> tuple[dict, int]:
     """``evaluate_motion`` of the pipeline on the test split; returns the table and the number of test items."""
     from ssmgen.data.motion import Text2MotionDataset
-    from ssmgen.eval.motion_metrics import evaluate_motion, format_motion_table
+    from ssmgen.eval.motion import evaluate_motion, format_motion_table
 
     test = Text2MotionDataset(data_dir, "test", max_length=max_frames, normalize=False, seed=seed)
 

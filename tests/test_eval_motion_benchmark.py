@@ -18,7 +18,7 @@ from test_eval_t2m import ORIGINAL_LAYOUT
 from transformers import BertConfig, BertModel, BertTokenizer
 
 from ssmgen.data.motion import Text2MotionDataset, build_synthetic_dataset
-from ssmgen.eval.motion_metrics import evaluate_motion
+from ssmgen.eval.motion import evaluate_motion
 from ssmgen.eval.t2m_evaluator import T2MEvaluator
 from ssmgen.eval.text_motion_evaluator import ContrastiveTextMotionEvaluator
 from ssmgen.models import MotionMambaModel, MotionVAE

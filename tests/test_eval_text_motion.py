@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from ssmgen.eval.motion import evaluate_motion, r_precision
 from ssmgen.eval.motion_batch import collate_motion_text
-from ssmgen.eval.motion_metrics import evaluate_motion, r_precision
 from ssmgen.eval.text_motion_evaluator import (
     ContrastiveTextMotionEvaluator,
     build_vocabulary,

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from model_cases import randomize_
+from model_cases import image_inputs, randomize_
 from safetensors.torch import save_file
 
 from ssmgen.layers.embeddings import get_2d_sincos_pos_embed
@@ -22,12 +22,7 @@ def tiny(**overrides) -> DiMSUMModel:
 
 
 def inputs(batch=2, channels=4, size=8):
-    gen = torch.Generator().manual_seed(2)
-    return (
-        torch.randn(batch, channels, size, size, generator=gen),
-        torch.tensor([0.25, 0.9][:batch]),
-        torch.tensor([1, 7][:batch]),
-    )
+    return image_inputs([0.25, 0.9], batch, channels, size)
 
 
 # --- sizes -------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ import argparse
 
 import pytest
 import torch
-from model_cases import randomize_
+from model_cases import image_inputs, randomize_
 
 from ssmgen.models import LaMambaDiffModel
 from ssmgen.models.lamamba_diff import LaMambaBlock
@@ -16,12 +16,7 @@ def tiny(**overrides) -> LaMambaDiffModel:
 
 
 def inputs(batch=2, channels=4, size=8):
-    gen = torch.Generator().manual_seed(2)
-    return (
-        torch.randn(batch, channels, size, size, generator=gen),
-        torch.tensor([3, 990][:batch]),
-        torch.tensor([1, 7][:batch]),
-    )
+    return image_inputs([3, 990], batch, channels, size)
 
 
 def test_xl_preset_has_the_released_size():

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 from diffusers import DDIMScheduler, DiffusionPipeline
-from model_cases import randomize_
+from model_cases import BAD_CLASS_CONDITIONAL_ARGUMENTS, randomize_
 
 from ssmgen.models import DiMSUMModel
 from ssmgen.pipelines import DiMSUMPipeline
@@ -158,15 +158,8 @@ def test_given_latents_are_used(pipe):
 
 @pytest.mark.parametrize(
     "kwargs, argument",
-    [
-        (dict(class_labels=[10]), "class_labels"),
-        (dict(class_labels=["eleven"]), "class_labels"),
-        (dict(class_labels=[]), "class_labels"),
-        (dict(class_labels=None), "class_labels"),
-        (dict(latents=torch.zeros(2, 3, 4, 4)), "latents"),
-        (dict(num_inference_steps=0), "num_inference_steps"),
-        (dict(guidance_scale=-1.0), "guidance_scale"),
-        (dict(output_type="jpeg"), "output_type"),
+    BAD_CLASS_CONDITIONAL_ARGUMENTS
+    + [
         (dict(ode_method="rk45"), "ode_method"),
         (dict(ode_method="dopri5", num_inference_steps=10), "num_inference_steps"),
         (dict(ode_method="dopri5", num_inference_steps=None, callback_on_step_end=lambda *a: {}), "callback"),

@@ -9,7 +9,7 @@ from diffusers import (
     DPMSolverMultistepScheduler,
     EulerDiscreteScheduler,
 )
-from model_cases import randomize_
+from model_cases import BAD_CLASS_CONDITIONAL_ARGUMENTS, randomize_
 
 from ssmgen.models import LaMambaDiffModel
 from ssmgen.pipelines import LaMambaDiffPipeline
@@ -98,17 +98,7 @@ def test_given_latents_are_used(pipe):
 
 @pytest.mark.parametrize(
     "kwargs, argument",
-    [
-        (dict(class_labels=[10]), "class_labels"),
-        (dict(class_labels=["eleven"]), "class_labels"),
-        (dict(class_labels=[]), "class_labels"),
-        (dict(latents=torch.zeros(2, 3, 4, 4)), "latents"),
-        (dict(num_inference_steps=0), "num_inference_steps"),
-        (dict(guidance_scale=-1.0), "guidance_scale"),
-        (dict(output_type="jpeg"), "output_type"),
-        (dict(guidance_channels=4), "guidance_channels"),
-        (dict(class_labels=None), "class_labels"),
-    ],
+    BAD_CLASS_CONDITIONAL_ARGUMENTS + [(dict(guidance_channels=4), "guidance_channels")],
 )
 def test_bad_input(pipe, kwargs, argument):
     with pytest.raises(ValueError, match=argument):

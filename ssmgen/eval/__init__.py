@@ -40,7 +40,7 @@ _EXPORTS = {
     "DigitsClassifier": "digits_classifier",
     "DigitsFeatureExtractor": "digits_classifier",
     "train_digits_classifier": "digits_classifier",
-    "evaluate_motion": "motion_metrics",
+    "evaluate_motion": "motion",
     "T2MEvaluator": "t2m_evaluator",
     "ContrastiveTextMotionEvaluator": "text_motion_evaluator",
     "train_text_motion_evaluator": "text_motion_evaluator",

@@ -2,7 +2,7 @@
 
 When the original T2M evaluator (:mod:`ssmgen.eval.t2m_evaluator`) is not available, or the data is
 not HumanML3D/KIT (e.g. the built-in synthetic motions), train this one and use it with
-:func:`ssmgen.eval.motion_metrics.evaluate_motion`. Its numbers are comparable only with numbers from
+:func:`ssmgen.eval.motion.evaluate_motion`. Its numbers are comparable only with numbers from
 the same trained evaluator, never with the papers'.
 
 * text: a word embedding over a vocabulary built from the training captions (no download), a BiGRU,
@@ -200,6 +200,6 @@ def train_text_motion_evaluator(
     evaluator.eval().requires_grad_(False)
     if out_dir is not None:
         evaluator.save_pretrained(out_dir)
-        summary = dict(epochs=epochs, batch_size=batch_size, num_items=len(dataset), final_loss=float(loss))
+        summary = dict(epochs=epochs, batch_size=batch_size, num_items=len(dataset), final_loss=loss.item())
         (Path(out_dir) / "training.json").write_text(json.dumps(summary, indent=2) + "\n")
     return evaluator

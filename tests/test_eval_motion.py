@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssmgen.eval.motion_batch import collate_motion_text
-from ssmgen.eval.motion_metrics import (
+from ssmgen.eval.motion import (
     diversity,
     embedding_fid,
     evaluate_motion,
@@ -16,6 +15,7 @@ from ssmgen.eval.motion_metrics import (
     multimodality,
     r_precision,
 )
+from ssmgen.eval.motion_batch import collate_motion_text
 
 
 def shifted_line(num):

@@ -9,7 +9,9 @@ the same classifier-free guidance. The samples are scored by a digits classifier
 on the requested class and digits-FID against all 1,797 real digits (its penultimate features).
 
 Usage:  python benchmarks/quality_digits.py [--steps 1000] [--out runs/quality_digits] [--models lamamba dit]
-Finished runs in ``--out`` are reused; training runs in subprocesses with one intra-op thread each.
+        [--processes 2]
+Finished runs in ``--out`` are reused; training runs in subprocesses with one intra-op thread each
+(``--processes N``: N gloo DDP processes sharing the same global batch).
 """
 
 import argparse
@@ -23,6 +25,8 @@ from pathlib import Path
 import torch
 
 import ssmgen.pipelines  # noqa: F401  (lets diffusers load ssmgen pipeline folders)
+from ssmgen.runtime import training_command
+from ssmgen.train.config import load_config
 
 CONFIG = Path(__file__).resolve().parent.parent / "train" / "configs" / "digits_lamamba_diff.yaml"
 MODELS = {
@@ -56,14 +60,17 @@ MODELS = {
 }
 
 
-def train(name: str, out: Path, steps: int, seed: int) -> tuple[Path, float]:
-    """Train one model through ``python -m ssmgen.train`` (or reuse a finished run); return (pipeline, seconds)."""
+def train(name: str, out: Path, steps: int, seed: int, processes: int) -> tuple[Path, float, int]:
+    """Train one model through ``ssmgen.train`` in ``processes`` processes with one thread each (the same
+    global batch), or reuse a finished run; return (pipeline, seconds, processes)."""
     family, objective, kwargs = MODELS[name]
     run = out / name
     done = run / "benchmark-finished.json"
     if done.is_file():
-        return run / "pipeline", json.loads(done.read_text())["seconds"]
+        finished = json.loads(done.read_text())
+        return run / "pipeline", finished["seconds"], finished.get("processes", 1)
     overrides = ["--output_dir", str(run), "--max_steps", str(steps), "--seed", str(seed), "--resume", "latest"]
+    overrides += ["--data.batch_size", str(load_config(CONFIG).data.batch_size // processes)]  # same global batch
     overrides += ["--model.family", family, "--objective.name", objective, "--checkpoint.every_steps", "0"]
     if family != "lamamba_diff":  # the base config holds LaMamba-Diff's own kwargs
         overrides += ["--model.kwargs", "{}"]
@@ -74,10 +81,11 @@ def train(name: str, out: Path, steps: int, seed: int) -> tuple[Path, float]:
         overrides += [f"--model.kwargs.{key}", json.dumps(value)]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "ssmgen.train", "--config", str(CONFIG), *overrides], env=env, check=True)
+    command = [sys.executable, *training_command(processes), "--config", str(CONFIG), *overrides]
+    subprocess.run(command, env=env, check=True)
     seconds = time.perf_counter() - start
-    done.write_text(json.dumps({"seconds": seconds}))
-    return run / "pipeline", seconds
+    done.write_text(json.dumps({"seconds": seconds, "processes": processes}))
+    return run / "pipeline", seconds, processes
 
 
 def evaluate(pipeline_dir: Path, nfe: int, guidance: float, per_class: int, seed: int, extractor) -> dict:
@@ -126,6 +134,7 @@ def main(argv=None):
     parser.add_argument("--guidance-scale", type=float, default=2.0)
     parser.add_argument("--samples-per-class", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--processes", type=int, default=1, help="training processes (gloo DDP on CPUs)")
     parser.add_argument("--out", default="runs/quality_digits")
     parser.add_argument("--json", help="also write the rows to this file")
     args = parser.parse_args(argv)
@@ -140,16 +149,19 @@ def main(argv=None):
     extractor = DigitsFeatureExtractor.from_pretrained(classifier)
     rows = []
     for name in args.models:
-        pipeline, train_seconds = train(name, out, args.steps, args.seed)
+        pipeline, train_seconds, processes = train(name, out, args.steps, args.seed, args.processes)
         row = {"model": name, "family": MODELS[name][0], "objective": MODELS[name][1], "steps": args.steps}
-        row |= {"train_seconds": round(train_seconds, 1), "nfe": args.nfe, "guidance_scale": args.guidance_scale}
+        row |= {"train_seconds": round(train_seconds, 1), "train_processes": processes}
+        row |= {"nfe": args.nfe, "guidance_scale": args.guidance_scale}
         row |= evaluate(pipeline, args.nfe, args.guidance_scale, args.samples_per_class, args.seed, extractor)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    print(f"\n{'model':<9} {'params M':>8} {'objective':<8} {'train s':>8} {'sample s':>8} {'accuracy':>8} {'FID':>7}")
+    header = ("model", "params M", "objective", "train s", "procs", "sample s", "accuracy", "FID")
+    print("\n{:<9} {:>8} {:<9} {:>8} {:>5} {:>8} {:>8} {:>7}".format(*header))
     for r in rows:
         print(
-            f"{r['model']:<9} {r['parameters'] / 1e6:>8.3f} {r['objective']:<8} {r['train_seconds']:>8.0f}"
+            f"{r['model']:<9} {r['parameters'] / 1e6:>8.3f} {r['objective']:<9} {r['train_seconds']:>8.0f}"
+            f" {r['train_processes']:>5}"
             f" {r['sampling_seconds']:>8.0f} {r['accuracy']:>8.3f} {r['digits_fid']:>7.2f}"
         )
     if args.json:

@@ -54,6 +54,7 @@ def _train(config_file: str, output_dir: Path, seed: int, overrides: list[str], 
     if (output_dir / "demo-finished").is_file() and (pipeline / "model_index.json").is_file():
         print(f"[demo] training already finished, reusing {pipeline}")
         return pipeline
+    from ssmgen.runtime import training_command
     from ssmgen.train.config import load_config
 
     config_path = _config_path(config_file)
@@ -61,11 +62,8 @@ def _train(config_file: str, output_dir: Path, seed: int, overrides: list[str], 
     batch_size = load_config(config_path).data.batch_size // processes  # the same global batch
     args = ["--config", str(config_path), "--output_dir", str(output_dir), "--seed", str(seed)]
     args += ["--resume", "latest", "--data.batch_size", str(batch_size), *overrides]
-    launcher = ["-m", "ssmgen.train"]
-    if processes > 1:
-        launcher = ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes)] + launcher
     env = {**os.environ, "OMP_NUM_THREADS": "1"} if device == "cpu" else dict(os.environ)
-    subprocess.run([sys.executable, *launcher, *args], env=env, check=True)
+    subprocess.run([sys.executable, *training_command(processes), *args], env=env, check=True)
     (output_dir / "demo-finished").write_text(json.dumps({"processes": processes}))
     return pipeline
 

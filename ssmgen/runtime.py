@@ -29,3 +29,14 @@ def multi_process_without_gpu() -> bool:
     """A multi-process launch (``accelerate launch --multi_gpu``, torchrun) on a machine without accelerators."""
     has_accelerator = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not has_accelerator
+
+
+def training_command(processes: int) -> list[str]:
+    """``python`` arguments that start ``ssmgen.train`` in one process, or in ``processes`` joined by
+    ``accelerate launch --multi_gpu`` (gloo DDP on a CPU-only machine); append the training arguments."""
+    if processes < 1:
+        raise ValueError(f"processes must be >= 1, got {processes}")
+    launcher = ["-m", "ssmgen.train"]
+    if processes == 1:
+        return launcher
+    return ["-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes), *launcher]

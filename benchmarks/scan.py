@@ -2,20 +2,21 @@
 
 CPU (always): forward and forward+backward at batch 2, dim 512, N 16, L in {256, 1024, 4096},
 ssmgen's ``torch`` backend vs mamba.py's ``pscan`` selective scan (the peer) vs the sequential
-reference, timed side by side in this process (best of ``--repeats``, interleaved), with the
-peak resident memory of each run measured in a fresh subprocess. Prints ratios (peer / ours).
+reference (at ``--reference-lengths``, 256 and 1024 by default: its autograd backward grows as L^2),
+timed side by side in this process (best of ``--repeats``, interleaved; one intra-op thread unless
+``--threads``), with the peak resident memory of each run measured in a fresh subprocess. Prints
+ratios (peer / ours).
 
 GPU (only when CUDA is present): the ``triton`` backend vs the ``torch`` backend in bfloat16,
 and the Triton forward's achieved bandwidth against the roofline bound of
 ``reference/kernels.md`` section 5.2 (bytes moved / copy bandwidth measured here, or the exp
 throughput bound, whichever is larger).
 
-Usage:  python benchmarks/scan.py [--lengths 256 1024 4096] [--repeats 3] [--json results.json]
+Usage:  python benchmarks/scan.py [--lengths 256 1024 4096] [--repeats 3] [--threads 1] [--json results.json]
 """
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -98,14 +99,16 @@ def measure_peak_memory_here(name: str, length: int, backward: bool) -> float:
 
 def measure_peak_memory(name: str, length: int, backward: bool) -> float:
     """Run :func:`measure_peak_memory_here` in a subprocess so earlier runs cannot hide a peak."""
-    args = [sys.executable, __file__, "--memory-probe", name, str(length), str(int(backward))]
+    args = [sys.executable, __file__, "--threads", str(torch.get_num_threads())]
+    args += ["--memory-probe", name, str(length), str(int(backward))]
     result = subprocess.run(args, capture_output=True, text=True, check=True)
     return float(result.stdout.strip().splitlines()[-1])
 
 
-def cpu_benchmark(lengths, repeats) -> list[dict]:
+def cpu_benchmark(lengths, repeats, reference_lengths) -> list[dict]:
+    """ours vs pscan at every length; the reference only at ``reference_lengths`` (its autograd backward
+    allocates a full-size gradient for every step's slice, so its cost grows with L squared)."""
     rows = []
-    torch.set_num_threads(os.cpu_count() or 1)
     print(f"CPU, {torch.get_num_threads()} threads: batch {BATCH}, dim {DIM}, N {D_STATE}, float32")
     header = (
         f"{'L':>6} {'pass':<8} {'ours ms':>9} {'pscan ms':>9} {'ref ms':>9} {'pscan/ours':>10} {'ref/ours':>9}"
@@ -115,11 +118,13 @@ def cpu_benchmark(lengths, repeats) -> list[dict]:
     for length in lengths:
         inputs = make_inputs(length)
         for backward in (False, True):
-            reps = {name: repeats for name in IMPLEMENTATIONS}
-            seconds = time_side_by_side(IMPLEMENTATIONS[:2], inputs, backward, repeats)
-            seconds |= time_side_by_side(IMPLEMENTATIONS[2:], inputs, backward, 1)  # the slow oracle: once
-            reps["reference"] = 1
-            memory = {name: measure_peak_memory(name, length, backward) for name in IMPLEMENTATIONS}
+            names = IMPLEMENTATIONS if length in reference_lengths else IMPLEMENTATIONS[:2]
+            reps = {name: repeats for name in names}
+            seconds = time_side_by_side(names[:2], inputs, backward, repeats)
+            if "reference" in names:
+                seconds |= time_side_by_side(names[2:], inputs, backward, 1)  # the slow oracle: once
+                reps["reference"] = 1
+            memory = {name: measure_peak_memory(name, length, backward) for name in names}
             row = {
                 "device": "cpu",
                 "batch": BATCH,
@@ -130,15 +135,18 @@ def cpu_benchmark(lengths, repeats) -> list[dict]:
                 "ms": {k: round(v * 1e3, 2) for k, v in seconds.items()},
                 "peak_mib": {k: round(v, 1) for k, v in memory.items()},
                 "speedup_vs_pscan": round(seconds["mambapy-pscan"] / seconds["ssmgen-torch"], 2),
-                "speedup_vs_reference": round(seconds["reference"] / seconds["ssmgen-torch"], 2),
+                "speedup_vs_reference": (
+                    round(seconds["reference"] / seconds["ssmgen-torch"], 2) if "reference" in seconds else None
+                ),
                 "repeats": reps,
             }
             rows.append(row)
-            ms, mib = row["ms"], row["peak_mib"]
+            ms, mib, vs_ref = row["ms"], row["peak_mib"], row["speedup_vs_reference"]
             print(
                 f"{length:>6} {row['pass']:<8} {ms['ssmgen-torch']:>9.1f} {ms['mambapy-pscan']:>9.1f}"
-                f" {ms['reference']:>9.1f} {row['speedup_vs_pscan']:>9.2f}x {row['speedup_vs_reference']:>8.2f}x"
-                f" {mib['ssmgen-torch']:>9.1f} {mib['mambapy-pscan']:>9.1f} {mib['reference']:>8.1f}",
+                f" {ms.get('reference', float('nan')):>9.1f} {row['speedup_vs_pscan']:>9.2f}x"
+                f" {vs_ref or float('nan'):>8.2f}x {mib['ssmgen-torch']:>9.1f} {mib['mambapy-pscan']:>9.1f}"
+                f" {mib.get('reference', float('nan')):>8.1f}",
                 flush=True,
             )
     return rows
@@ -237,15 +245,20 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024, 4096])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--reference-lengths", type=int, nargs="*", default=[256, 1024], help="lengths to time it at")
     parser.add_argument("--json", help="write the result rows to this file")
     parser.add_argument("--gpu-only", action="store_true", help="skip the CPU section")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="CPU intra-op threads for all three (1: fastest for small ops)"
+    )
     parser.add_argument("--memory-probe", nargs=3, metavar=("IMPL", "L", "BACKWARD"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     if args.memory_probe:
         name, length, backward = args.memory_probe
         print(measure_peak_memory_here(name, int(length), bool(int(backward))))
         return
-    rows = [] if args.gpu_only else cpu_benchmark(args.lengths, args.repeats)
+    rows = [] if args.gpu_only else cpu_benchmark(args.lengths, args.repeats, args.reference_lengths)
     if torch.cuda.is_available():
         rows += gpu_benchmark(args.lengths, args.repeats)
     if args.json:
